@@ -1,0 +1,92 @@
+"""How SR stages (and the continuation base) see their conditioning video (spec §1.6).
+
+* SSR: antialiased bilinear resize of the low-resolution video to the output size, by any factor.
+* TSR: each output frame repeats the nearest earlier input frame; a mask channel marks output
+  frames that land exactly on an input frame. Two frame-count conventions: the paper's ``N*m``
+  (``"imagen"``) and the ``(N-1)*m + 1`` that frame interpolators produce (``"interpolate"``).
+* Base continuation: known frames (zeros elsewhere) + the known-frame mask.
+
+Videos are ``(B, C, T, H, W)`` in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "TSR_MODES",
+    "known_frames_condition",
+    "resize_video",
+    "tsr_condition",
+    "tsr_input_indices",
+    "tsr_output_frames",
+]
+
+TSR_MODES = ("imagen", "interpolate")
+
+
+def _check_video(video: torch.Tensor, what: str = "video") -> None:
+    if video.ndim != 5:
+        raise ValueError(f"The {what} must be (B, C, T, H, W); received shape {tuple(video.shape)}.")
+    if min(video.shape) < 1:
+        raise ValueError(f"The {what} is empty: shape {tuple(video.shape)}.")
+
+
+def resize_video(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bilinear resize of every frame to ``size = (H, W)``."""
+    _check_video(video)
+    h, w = int(size[0]), int(size[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"The target size must be positive; received {h}x{w}.")
+    b, c, t, _, _ = video.shape
+    if video.shape[-2:] == (h, w):
+        return video
+    frames = video.transpose(1, 2).reshape(b * t, c, *video.shape[-2:])
+    out = F.interpolate(frames.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    return out.to(video.dtype).reshape(b, t, c, h, w).transpose(1, 2)
+
+
+def tsr_output_frames(n: int, factor: int, mode: str = "imagen") -> int:
+    """Number of output frames for ``n`` input frames."""
+    _check_tsr(n, factor, mode)
+    return n * factor if mode == "imagen" else (n - 1) * factor + 1
+
+
+def tsr_input_indices(n_out: int, factor: int) -> torch.Tensor:
+    """For each output frame, the input frame it repeats (nearest earlier): ``i // factor``."""
+    return torch.arange(n_out) // factor
+
+
+def tsr_condition(video: torch.Tensor, factor: int, mode: str = "imagen") -> torch.Tensor:
+    """``(B, 3, N, H, W)`` -> ``(B, 4, N', H, W)``: repeated frames and the known-frame mask."""
+    _check_video(video)
+    n = video.shape[2]
+    n_out = tsr_output_frames(n, factor, mode)
+    idx = tsr_input_indices(n_out, factor).to(video.device)
+    rep = video.index_select(2, idx)
+    known = (torch.arange(n_out, device=video.device) % factor == 0).to(video.dtype)
+    mask = known.reshape(1, 1, n_out, 1, 1).expand(video.shape[0], 1, n_out, *video.shape[-2:])
+    return torch.cat([rep, mask], dim=1)
+
+
+def known_frames_condition(known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Base-continuation conditioning: ``known (B, 3, T, H, W)`` zeroed where ``mask (B, T)`` is 0,
+    plus the mask as a 4th channel."""
+    _check_video(known, "known-frame video")
+    b, _, t, h, w = known.shape
+    if tuple(mask.shape) != (b, t):
+        raise ValueError(f"The known-frame mask must be (B, T) = ({b}, {t}); received {tuple(mask.shape)}.")
+    m = mask.to(known.dtype).reshape(b, 1, t, 1, 1)
+    return torch.cat([known * m, m.expand(b, 1, t, h, w)], dim=1)
+
+
+def _check_tsr(n: int, factor: int, mode: str) -> None:
+    if mode not in TSR_MODES:
+        raise ValueError(f"Unknown frame-count mode {mode!r}; choose {TSR_MODES[0]!r} (N*m) or {TSR_MODES[1]!r} ((N-1)*m+1).")
+    if isinstance(factor, bool) or int(factor) != factor or factor < 1:
+        raise ValueError(f"The temporal multiplier must be an integer >= 1; received {factor!r}.")
+    if n < 1 or (mode == "interpolate" and n < 2 and factor > 1):
+        raise ValueError(
+            f"Temporal super-resolution in {mode!r} mode needs at least {1 if mode == 'imagen' else 2} input frames; received {n}."
+        )

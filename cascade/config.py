@@ -1,0 +1,224 @@
+"""Frozen, validated configurations. Every field name ends up in checkpoint files: never rename one.
+
+* :class:`UNetConfig` - the Video U-Net (one network for base, SSR and TSR, spec §2.5).
+* :class:`StageConfig` - a cascade stage: its role, scale factors, native size, schedule,
+  parameterization, text encoder, and distillation record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .schedule import CosineSchedule
+
+__all__ = ["ROLES", "DistillationInfo", "StageConfig", "UNetConfig", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+ROLES = ("base", "ssr", "tsr")
+# conditioning channels each role concatenates to its noisy input
+ROLE_COND_CHANNELS = {"ssr": 3, "tsr": 4}
+BASE_CONTINUATION_CHANNELS = 4  # known frames (3) + known-frame mask (1)
+
+
+def _levels(name: str, value, n: int) -> tuple:
+    value = tuple(value)
+    if len(value) != n:
+        raise ValueError(f"UNetConfig.{name} needs one entry per level ({n} levels, from `channels`); received {value}.")
+    return value
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Video U-Net hyper-parameters. Per-level tuples have one entry per resolution level."""
+
+    channels: tuple[int, ...] = (64, 128, 256)
+    num_res_blocks: int | tuple[int, ...] = 2
+    spatial_attn: tuple[bool, ...] = (False, True, True)
+    cross_attn: tuple[bool, ...] = (False, True, True)
+    temporal_attn: tuple[bool, ...] = (False, True, True)
+    temporal_conv: bool = True
+    in_channels: int = 3
+    cond_channels: int = 0
+    out_channels: int = 3
+    text_dim: int = 0  # width of the text token embeddings; 0 = no text conditioning
+    emb_dim: int = 0  # width of the per-frame conditioning vector; 0 = 4 * channels[0]
+    aug_cond: bool = False  # conditioned on the noise-augmentation level of its conditioning
+    guidance_cond: bool = False  # conditioned on the guidance weight w (guided-distilled students)
+    head_dim: int = 32
+    ff_mult: int = 2
+    norm_groups: int = 8
+    rel_pos_buckets: int = 32
+    rel_pos_max_distance: int = 64
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        n = len(self.channels)
+        if n < 1 or any(int(c) <= 0 for c in self.channels):
+            raise ValueError(f"UNetConfig.channels must be a non-empty list of positive widths; received {self.channels}.")
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        nrb = self.num_res_blocks
+        nrb = (int(nrb),) * n if isinstance(nrb, int) else _levels("num_res_blocks", nrb, n)
+        if any(b < 1 for b in nrb):
+            raise ValueError(f"UNetConfig.num_res_blocks must be >= 1 per level; received {self.num_res_blocks}.")
+        object.__setattr__(self, "num_res_blocks", tuple(int(b) for b in nrb))
+        for name in ("spatial_attn", "cross_attn", "temporal_attn"):
+            object.__setattr__(self, name, tuple(bool(b) for b in _levels(name, getattr(self, name), n)))
+        for c in self.channels:
+            if c % self.norm_groups:
+                raise ValueError(
+                    f"Every channel width must be divisible by norm_groups={self.norm_groups}; received channels {self.channels}."
+                )
+        for i, c in enumerate(self.channels):
+            if (self.spatial_attn[i] or self.cross_attn[i] or self.temporal_attn[i]) and c % self.head_dim:
+                raise ValueError(f"Level {i} has attention, so its width {c} must be divisible by head_dim={self.head_dim}.")
+        if any(self.cross_attn) and self.text_dim <= 0:
+            raise ValueError("cross_attn is enabled at some level, so text_dim must be > 0 (the text embedding width).")
+        if self.in_channels < 1 or self.out_channels < 1 or self.cond_channels < 0:
+            raise ValueError("in_channels and out_channels must be >= 1 and cond_channels >= 0.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); received {self.dropout}.")
+        if self.rel_pos_buckets < 4 or self.rel_pos_max_distance < 2:
+            raise ValueError("rel_pos_buckets must be >= 4 and rel_pos_max_distance >= 2.")
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.emb_dim or 4 * self.channels[0]
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this (one halving per level below the first)."""
+        return 2 ** (len(self.channels) - 1)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> UNetConfig:
+        return cls(**_known_fields(cls, d, "UNetConfig"))
+
+
+@dataclass(frozen=True)
+class DistillationInfo:
+    """What a distilled student was distilled for. ``steps``: the step counts it supports."""
+
+    steps: tuple[int, ...] = (8,)
+    guided: bool = True
+    w_min: float = 0.0
+    w_max: float = 8.0
+    sampler: str = "distilled_stochastic"
+    teacher: str = ""
+    teacher_steps: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
+        if not self.steps or any(s < 1 for s in self.steps):
+            raise ValueError(f"DistillationInfo.steps must list positive step counts; received {self.steps}.")
+        if not 0 <= self.w_min <= self.w_max:
+            raise ValueError(f"DistillationInfo needs 0 <= w_min <= w_max; received {self.w_min}, {self.w_max}.")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["steps"] = list(self.steps)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DistillationInfo:
+        return cls(**_known_fields(cls, d, "DistillationInfo"))
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """A cascade stage. ``frames``/``height``/``width`` are the native *output* size it was trained at
+    (SR stages accept any size); ``spatial_factor`` / ``temporal_factor`` are SSR / TSR factors."""
+
+    role: str
+    unet: UNetConfig
+    frames: int = 16
+    height: int = 32
+    width: int = 32
+    fps: float = 4.0
+    spatial_factor: float = 1.0
+    temporal_factor: int = 1
+    continuation: bool = False  # base only: has known-frame + mask input channels (story mode)
+    schedule: CosineSchedule = field(default_factory=CosineSchedule)
+    parameterization: str = "v"
+    text_encoder: str = ""
+    text_dim: int = 0
+    max_tokens: int = 64
+    distillation: DistillationInfo | None = None
+    name: str = ""
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"Unknown stage role {self.role!r}; expected one of {ROLES}.")
+        if self.parameterization != "v":
+            raise ValueError(
+                f"Only v-prediction is supported (every Imagen Video stage uses it); received {self.parameterization!r}."
+            )
+        expected = ROLE_COND_CHANNELS.get(self.role, BASE_CONTINUATION_CHANNELS if self.continuation else 0)
+        if self.unet.cond_channels != expected:
+            raise ValueError(
+                f"A {self.role} stage{' with continuation' if self.continuation else ''} needs "
+                f"unet.cond_channels={expected}; received {self.unet.cond_channels}."
+            )
+        if self.continuation and self.role != "base":
+            raise ValueError("continuation (known-frame channels) is a base-stage option.")
+        if self.role == "ssr" and not self.spatial_factor > 1:
+            raise ValueError(f"An SSR stage needs spatial_factor > 1; received {self.spatial_factor}.")
+        if self.role == "tsr" and not (isinstance(self.temporal_factor, int) and self.temporal_factor >= 2):
+            raise ValueError(f"A TSR stage needs an integer temporal_factor >= 2; received {self.temporal_factor}.")
+        if self.role != "base" and not self.unet.aug_cond:
+            raise ValueError("SR stages are conditioned on their noise-augmentation level: set unet.aug_cond=True.")
+        if self.text_dim != self.unet.text_dim:
+            raise ValueError(f"StageConfig.text_dim ({self.text_dim}) must equal unet.text_dim ({self.unet.text_dim}).")
+        if self.frames < 1 or self.height < 1 or self.width < 1 or not self.fps > 0:
+            raise ValueError("frames, height, width must be >= 1 and fps > 0.")
+        m = self.unet.size_multiple
+        if self.height % m or self.width % m:
+            raise ValueError(f"height and width must be multiples of {m} for this U-Net; received {self.height}x{self.width}.")
+        if self.distillation is not None and self.distillation.guided and not self.unet.guidance_cond:
+            raise ValueError("A guided-distilled student must have unet.guidance_cond=True.")
+
+    @property
+    def is_distilled(self) -> bool:
+        return self.distillation is not None
+
+    def describe(self) -> str:
+        what = {"base": "base", "ssr": f"SSR x{self.spatial_factor:g}", "tsr": f"TSR x{self.temporal_factor}"}[self.role]
+        d = f", distilled to {'/'.join(map(str, self.distillation.steps))} steps" if self.distillation else ""
+        return f"{what} ({self.frames}f {self.width}x{self.height} @ {self.fps:g} fps{d})"
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["unet"] = self.unet.to_dict()
+        d["schedule"] = self.schedule.to_dict()
+        d["distillation"] = self.distillation.to_dict() if self.distillation else None
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StageConfig:
+        d = dict(_known_fields(cls, d, "StageConfig"))
+        d["unet"] = UNetConfig.from_dict(d["unet"])
+        d["schedule"] = CosineSchedule.from_dict(d.get("schedule") or {"logsnr_min": -20, "logsnr_max": 20})
+        if d.get("distillation"):
+            d["distillation"] = DistillationInfo.from_dict(d["distillation"])
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> StageConfig:
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+
+def _known_fields(cls, d: dict, what: str) -> dict:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"{what} has unknown fields {unknown}: the file was written by a newer version of this pack; update it.")
+    return d

@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from cascade.conditioning import known_frames_condition, resize_video, tsr_condition, tsr_output_frames
+from cascade.windows import WindowedDenoiser, ramp_weights, window_starts
+
+
+@pytest.mark.parametrize("size", [(32, 32), (48, 20), (7, 9), (16, 16)])
+def test_resize_any_factor_and_identity(size):
+    v = torch.rand(2, 3, 5, 16, 16)
+    out = resize_video(v, size)
+    assert out.shape == (2, 3, 5, *size)
+    if size == (16, 16):
+        assert torch.equal(out, v)
+
+
+def test_resize_is_antialiased_on_downscale():
+    checker = (torch.arange(64)[:, None] + torch.arange(64)[None]) % 2
+    v = (checker.float() * 2 - 1).expand(1, 3, 1, 64, 64)
+    down = resize_video(v, (16, 16))
+    assert down.abs().max() < 0.05  # high frequencies are averaged away, not aliased
+
+
+@pytest.mark.parametrize(
+    "n,m,mode,expected",
+    [(16, 2, "imagen", 32), (16, 2, "interpolate", 31), (5, 4, "imagen", 20), (5, 3, "interpolate", 13), (1, 2, "imagen", 2)],
+)
+def test_tsr_frame_counts_and_mask(n, m, mode, expected):
+    v = torch.arange(n, dtype=torch.float32).reshape(1, 1, n, 1, 1).expand(1, 3, n, 2, 2)
+    c = tsr_condition(v, m, mode)
+    assert tsr_output_frames(n, m, mode) == expected and c.shape == (1, 4, expected, 2, 2)
+    frames = c[0, 0, :, 0, 0]
+    mask = c[0, 3, :, 0, 0]
+    assert torch.equal(frames, (torch.arange(expected) // m).float())  # nearest earlier input frame
+    assert torch.equal(mask, (torch.arange(expected) % m == 0).float())
+
+
+def test_tsr_errors():
+    with pytest.raises(ValueError, match="Unknown frame-count mode"):
+        tsr_condition(torch.zeros(1, 3, 4, 2, 2), 2, "linear")
+    with pytest.raises(ValueError, match="integer >= 1"):
+        tsr_condition(torch.zeros(1, 3, 4, 2, 2), 1.5)
+    with pytest.raises(ValueError, match="at least 2 input frames"):
+        tsr_condition(torch.zeros(1, 3, 1, 2, 2), 2, "interpolate")
+    with pytest.raises(ValueError, match=r"\(B, C, T, H, W\)"):
+        tsr_condition(torch.zeros(3, 4, 2, 2), 2)
+
+
+def test_known_frames_condition():
+    known = torch.ones(1, 3, 4, 2, 2)
+    c = known_frames_condition(known, torch.tensor([[1.0, 1.0, 0.0, 0.0]]))
+    assert c.shape == (1, 4, 4, 2, 2)
+    assert c[0, :3, :2].eq(1).all() and c[0, :3, 2:].eq(0).all()
+    assert torch.equal(c[0, 3, :, 0, 0], torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="mask must be"):
+        known_frames_condition(known, torch.ones(1, 3))
+
+
+@pytest.mark.parametrize("length,window,overlap", [(40, 16, 4), (16, 16, 4), (17, 16, 8), (100, 32, 8), (5, 16, 4)])
+def test_window_starts_cover_everything(length, window, overlap):
+    starts = window_starts(length, window, overlap)
+    covered = set()
+    for s in starts:
+        covered |= set(range(s, min(length, s + window)))
+    assert covered == set(range(length))
+    assert all(b - a <= window - overlap for a, b in zip(starts, starts[1:]))
+
+
+def test_ramp_weights():
+    w = ramp_weights(8, 3, first=False, last=False)
+    assert torch.allclose(w, torch.tensor([0.25, 0.5, 0.75, 1, 1, 0.75, 0.5, 0.25]))
+    assert ramp_weights(8, 3, first=True, last=True).eq(1).all()
+
+
+def pointwise(x, sigma, *, cond=None, **_):
+    """A denoiser with no interaction across frames or pixels: windows must not change it."""
+    return torch.tanh(x) * sigma.reshape(-1, 1, 1, 1, 1) + (0 if cond is None else cond[:, :3])
+
+
+def test_windows_and_tiles_equal_the_full_pass_for_a_local_denoiser():
+    x = torch.randn(2, 3, 37, 24, 40)
+    cond = torch.randn(2, 4, 37, 24, 40)
+    sigma = torch.full((2,), 0.7)
+    full = pointwise(x, sigma, cond=cond)
+    evals = []
+    wd = WindowedDenoiser(pointwise, {2: (16, 4), 3: (16, 8), 4: (16, 8)}, on_eval=lambda: evals.append(1))
+    out = wd(x, sigma, cond=cond)
+    assert torch.allclose(out, full, atol=1e-5)
+    assert len(evals) == wd.count(x.shape) > 1
+
+
+def test_windows_blend_in_the_overlap():
+    # each window predicts one constant (the mean frame index it sees): outside overlaps the
+    # output is that constant, inside an overlap a convex blend ramping from one to the next
+    def window_mean(x, sigma, **_):
+        return torch.full_like(x, x.mean().item())
+
+    x = torch.arange(20, dtype=torch.float32).reshape(1, 1, 20, 1, 1)
+    out = WindowedDenoiser(window_mean, {2: (8, 4)})(x, torch.ones(1))[0, 0, :, 0, 0]
+    starts = window_starts(20, 8, 4)
+    assert starts == [0, 4, 8, 12]
+    means = [s + 3.5 for s in starts]
+    assert torch.allclose(out[:4], torch.full((4,), means[0]))
+    assert torch.allclose(out[16:], torch.full((4,), means[-1]))
+    assert (out[1:] >= out[:-1] - 1e-6).all()  # monotone ramps, no jumps back
+    assert (out[4:16] > means[0]).all() and (out[4:16] < means[-1]).all()

@@ -1,0 +1,135 @@
+import pytest
+import torch
+from helpers import tiny_stage
+
+from cascade.pipeline import SamplingOptions, frame_noise, generate, upsample_spatial, upsample_temporal
+from cascade.text import TextEmbedding
+
+
+def txt(b=1, width=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return TextEmbedding(
+        torch.randn(b, 3, width, generator=g),
+        torch.ones(b, 3, dtype=torch.bool),
+        torch.randn(b, width, generator=g),
+        "test-encoder",
+    )
+
+
+FAST = SamplingOptions(steps=3, guidance=2.0, seed=7)
+
+
+def test_generate_is_deterministic_in_the_seed():
+    stage = tiny_stage("base")
+    a = generate(stage, txt(), options=FAST)
+    b = generate(stage, txt(), options=FAST)
+    c = generate(stage, txt(), options=SamplingOptions(steps=3, guidance=2.0, seed=8))
+    assert a.shape == (1, 3, 4, 8, 8) and a.abs().max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ancestral", "distilled_stochastic"])
+def test_all_samplers_and_guidance_modes(sampler):
+    stage = tiny_stage("base")
+    opts = SamplingOptions(steps=4, sampler=sampler, guidance=5.0, oscillate=True, thresholding="static")
+    out = generate(stage, txt(), frames=6, height=16, width=8, options=opts)
+    assert out.shape == (1, 3, 6, 16, 8) and torch.isfinite(out).all()
+
+
+def test_progress_counts_every_evaluation_and_can_cancel():
+    stage = tiny_stage("base")
+    seen = []
+    generate(stage, txt(), options=FAST, progress=lambda d, t, p: seen.append((d, t, p is not None)))
+    assert [s for s in seen if not s[2]] == [(1, 3, False), (2, 3, False), (3, 3, False)]
+    assert sum(s[2] for s in seen) == 3  # one preview per step
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total, preview):
+        if done == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        generate(stage, txt(), options=SamplingOptions(steps=10), progress=cancel)
+
+
+def test_bad_inputs_are_clear():
+    base = tiny_stage("base")
+    with pytest.raises(ValueError, match="Impossible size"):
+        generate(base, txt(), height=7, options=FAST)
+    with pytest.raises(ValueError, match="w must be >= 0"):
+        SamplingOptions(guidance=-1)
+    with pytest.raises(ValueError, match="positive integer"):
+        SamplingOptions(steps=0)
+    with pytest.raises(ValueError, match="trained with test-encoder text encoder of width 8"):
+        generate(base, txt(width=16), options=FAST)
+    with pytest.raises(ValueError, match="needs a ssr stage"):
+        upsample_spatial(base, torch.zeros(1, 3, 2, 8, 8), txt(), options=FAST)
+    ssr = tiny_stage("ssr")
+    bad = torch.zeros(1, 3, 2, 8, 8)
+    bad[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        upsample_spatial(ssr, bad, txt(), options=FAST)
+    with pytest.raises(ValueError, match="no continuation channels"):
+        generate(base, txt(), options=FAST, known=torch.zeros(1, 3, 4, 8, 8), known_mask=torch.ones(1, 4))
+
+
+def test_ssr_any_size_windows_and_tiles_match_shapes():
+    ssr = tiny_stage("ssr")
+    low = torch.rand(1, 3, 7, 6, 10) * 2 - 1
+    out = upsample_spatial(ssr, low, txt(), options=FAST, window=4, overlap=2)
+    assert out.shape == (1, 3, 7, 12, 20)
+    tiled = upsample_spatial(ssr, low, txt(), options=FAST, window=4, overlap=2, tile=8, tile_overlap=4)
+    assert tiled.shape == out.shape and torch.isfinite(tiled).all()
+    assert upsample_spatial(ssr, low, txt(), size=(9, 5), options=FAST).shape == (1, 3, 7, 9, 5)
+
+
+def test_ssr_windows_equal_one_pass_when_the_model_is_frame_local():
+    # with temporal convs at their zero initialisation the SSR is per-frame, so window fusion is exact
+    ssr = tiny_stage("ssr")
+    for m in ssr.net.modules():
+        if type(m).__name__ == "TemporalConv":
+            torch.nn.init.zeros_(m.conv.weight)
+            torch.nn.init.zeros_(m.conv.bias)
+    low = torch.rand(1, 3, 9, 4, 4) * 2 - 1
+    full = upsample_spatial(ssr, low, txt(), options=FAST, window=0)
+    windowed = upsample_spatial(ssr, low, txt(), options=FAST, window=4, overlap=2)
+    assert torch.allclose(full, windowed, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode,mult,n_out", [("imagen", 2, 10), ("interpolate", 2, 9), ("imagen", 4, 20), ("interpolate", 4, 17)])
+def test_tsr_frame_counts(mode, mult, n_out):
+    tsr = tiny_stage("tsr")
+    out = upsample_temporal(
+        tsr, torch.rand(1, 3, 5, 8, 8) * 2 - 1, txt(), multiplier=mult, mode=mode, options=FAST, window=8, overlap=2
+    )
+    assert out.shape == (1, 3, n_out, 8, 8)
+    with pytest.raises(ValueError, match="power of 2"):
+        upsample_temporal(tsr, torch.rand(1, 3, 5, 8, 8), txt(), multiplier=3, options=FAST)
+
+
+def test_distilled_student_checks():
+    student = tiny_stage("base", distilled=True)
+    out = generate(student, txt(), options=SamplingOptions(steps=4, sampler="distilled_stochastic", guidance=3.0))
+    assert out.shape == (1, 3, 4, 8, 8)
+    with pytest.raises(ValueError, match="distilled for 4/2 steps; received 8"):
+        generate(student, txt(), options=SamplingOptions(steps=8, guidance=3.0))
+    with pytest.raises(ValueError, match=r"w in \[0, 5\]"):
+        generate(student, txt(), options=SamplingOptions(steps=4, guidance=9.0))
+
+
+def test_continuation_base_takes_known_frames():
+    stage = tiny_stage("base", continuation=True)
+    known = torch.rand(1, 3, 4, 8, 8) * 2 - 1
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    a = generate(stage, txt(), options=FAST, known=known, known_mask=mask)
+    b = generate(stage, txt(), options=FAST)
+    assert a.shape == b.shape and not torch.equal(a, b)
+
+
+def test_frame_noise_depends_only_on_absolute_frame():
+    full = frame_noise(5, 0, (1, 3, 10, 4, 4))
+    part = frame_noise(5, 0, (1, 3, 4, 4, 4), frame_offset=3)
+    assert torch.equal(full[:, :, 3:7], part)
+    assert not torch.equal(frame_noise(6, 0, (1, 3, 4, 4, 4), 3), part)

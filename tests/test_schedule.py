@@ -1,0 +1,146 @@
+import math
+
+import pytest
+import torch
+
+from cascade.diffusion import (
+    VDenoiser,
+    augment_condition,
+    eps_from_v,
+    eps_from_x,
+    sample_aug_logsnr,
+    v_from_x_eps,
+    v_loss,
+    x_from_eps,
+    x_from_v,
+)
+from cascade.schedule import (
+    CosineSchedule,
+    alpha_sigma,
+    logsnr_to_vesigma,
+    vesigma_to_alpha_sigma,
+    vesigma_to_logsnr,
+)
+
+S = CosineSchedule()
+
+
+def test_schedule_endpoints_and_monotone():
+    t = torch.linspace(0, 1, 10001, dtype=torch.float64)
+    lam = S.logsnr(t)
+    assert torch.isfinite(lam).all()
+    assert lam[0].item() == pytest.approx(20.0, abs=1e-9)
+    assert lam[-1].item() == pytest.approx(-20.0, abs=1e-9)
+    assert (lam[1:] < lam[:-1]).all()
+
+
+def test_alpha_sigma_unit_norm_and_finite_at_ends():
+    lam = S.logsnr(torch.linspace(0, 1, 101))
+    a, s = alpha_sigma(lam)
+    assert torch.allclose(a**2 + s**2, torch.ones_like(a), atol=1e-6)
+    assert torch.isfinite(a).all() and torch.isfinite(s).all()
+    assert (a > 0).all() and (s > 0).all()
+
+
+def test_time_logsnr_and_sigma_round_trips():
+    t = torch.linspace(0, 1, 257, dtype=torch.float64)
+    assert torch.allclose(S.t_from_logsnr(S.logsnr(t)), t, atol=1e-9)
+    lam = torch.linspace(-20, 20, 101, dtype=torch.float64)
+    assert torch.allclose(vesigma_to_logsnr(logsnr_to_vesigma(lam)), lam, atol=1e-9)
+    a, s = vesigma_to_alpha_sigma(logsnr_to_vesigma(lam))
+    a2, s2 = alpha_sigma(lam)
+    assert torch.allclose(a, a2, atol=1e-9) and torch.allclose(s, s2, atol=1e-9)
+
+
+def test_sigma_grid():
+    g = S.sigmas(8)
+    assert g.shape == (9,)
+    assert g[-1] == 0 and (g[1:] < g[:-1]).all()
+    assert g[0].item() == pytest.approx(math.exp(10), rel=1e-4)
+
+
+def test_cosine_matches_untruncated_in_the_middle():
+    # truncation barely moves the middle of the schedule: lambda(0.5) ~ -2 log tan(pi/4) = 0
+    assert abs(S.logsnr(0.5).item()) < 1e-3
+
+
+@pytest.mark.parametrize("bad", [(20, -20), (float("nan"), 1), (0, 0)])
+def test_schedule_rejects_bad_range(bad):
+    with pytest.raises(ValueError, match="logsnr_min"):
+        CosineSchedule(*bad)
+
+
+@pytest.mark.parametrize("steps", [0, -3, 1.5, True])
+def test_zero_steps_is_a_clear_error(steps):
+    with pytest.raises(ValueError, match="positive integer"):
+        S.sigmas(steps)
+
+
+def test_parameterization_round_trips():
+    g = torch.Generator().manual_seed(1)
+    x, eps = torch.randn(4, 3, 2, 4, 4, generator=g), torch.randn(4, 3, 2, 4, 4, generator=g)
+    lam = torch.tensor([-8.0, -1.0, 2.0, 9.0]).reshape(4, 1, 1, 1, 1)
+    a, s = alpha_sigma(lam)
+    z = a * x + s * eps
+    v = v_from_x_eps(x, eps, a, s)
+    assert torch.allclose(x_from_v(z, v, a, s), x, atol=1e-5)
+    assert torch.allclose(eps_from_v(z, v, a, s), eps, atol=1e-5)
+    assert torch.allclose(eps_from_x(z, x, a, s), eps, atol=1e-4)
+    assert torch.allclose(x_from_eps(z, eps, a, s), x, atol=1e-3)
+
+
+def oracle_net(x_true, eps_true=None):
+    """A network that predicts the exact v for known data (recovers eps from z)."""
+
+    def net(z, logsnr, **_):
+        a, s = alpha_sigma(logsnr)
+        a, s = a.reshape(-1, 1, 1, 1, 1), s.reshape(-1, 1, 1, 1, 1)
+        eps = (z - a * x_true) / s
+        return v_from_x_eps(x_true, eps, a, s)
+
+    return net
+
+
+def test_vdenoiser_with_oracle_returns_data():
+    x = torch.rand(2, 3, 4, 8, 8) * 2 - 1
+    den = VDenoiser(oracle_net(x))
+    for sig in [0.01, 1.0, 50.0]:
+        xt = x + sig * torch.randn_like(x)
+        assert torch.allclose(den(xt, torch.full((2,), sig)), x, atol=1e-3)
+
+
+def test_v_loss_is_zero_for_oracle_and_min_snr_weighting():
+    x = torch.rand(3, 3, 2, 4, 4) * 2 - 1
+    loss, lam = v_loss(oracle_net(x), x, schedule=S, generator=torch.Generator().manual_seed(0))
+    assert loss.shape == (3,) and lam.shape == (3,)
+    assert loss.max() < 1e-8
+
+    def zero_net(z, logsnr, **_):
+        return torch.zeros_like(z)
+
+    t = torch.tensor([0.1, 0.5, 0.9])
+    plain, lam = v_loss(zero_net, x, schedule=S, generator=torch.Generator().manual_seed(0), t=t)
+    weighted, _ = v_loss(zero_net, x, schedule=S, generator=torch.Generator().manual_seed(0), t=t, min_snr_gamma=5.0)
+    snr = lam.exp()
+    assert torch.allclose(weighted, plain * snr.clamp(max=5) / (snr + 1), rtol=1e-5)
+
+
+def test_noise_augmentation_level_zero_passes_condition_through():
+    c = torch.rand(2, 3, 4, 8, 8) * 2 - 1
+    out = augment_condition(c, torch.full((2,), S.logsnr_max), generator=torch.Generator().manual_seed(0))
+    assert (out - c).abs().max() < 1e-3
+
+
+def test_noise_augmentation_has_the_requested_snr():
+    c = torch.zeros(1, 3, 16, 64, 64)
+    lam = torch.tensor([math.log(4.0)])
+    out = augment_condition(c, lam, generator=torch.Generator().manual_seed(0))
+    # alpha * 0 + sigma * eps: variance sigma^2 = 1 / (1 + SNR) = 0.2
+    assert out.var().item() == pytest.approx(0.2, rel=0.03)
+
+
+def test_training_aug_levels_distribution():
+    lam = sample_aug_logsnr(4000, S, generator=torch.Generator().manual_seed(0), t_max=0.5, p_clean=0.1)
+    clean = (lam == S.logsnr_max).float().mean().item()
+    assert 0.07 < clean < 0.13
+    assert lam.min() >= S.logsnr(0.5).item() - 1e-4

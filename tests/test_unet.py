@@ -1,0 +1,217 @@
+import pytest
+import torch
+
+from cascade.config import StageConfig, UNetConfig
+from cascade.layers import TemporalAttention, TemporalConv, relative_position_buckets
+from cascade.text import TextEmbedding
+from cascade.unet import VideoUNet
+
+CFG = UNetConfig(
+    channels=(16, 32),
+    num_res_blocks=1,
+    spatial_attn=(False, True),
+    cross_attn=(False, True),
+    temporal_attn=(True, True),
+    text_dim=8,
+    head_dim=8,
+    norm_groups=4,
+)
+
+
+def randomize(net, temporal_too: bool):
+    """Give every weight a random value (as after training), optionally keeping the temporal
+    residual outputs at their zero initialisation."""
+    g = torch.Generator().manual_seed(0)
+    keep = set()
+    if not temporal_too:
+        for m in net.modules():
+            if isinstance(m, TemporalConv):
+                keep |= {id(p) for p in m.conv.parameters()}
+            if isinstance(m, TemporalAttention):
+                keep |= {id(p) for p in m.out.parameters()}
+    with torch.no_grad():
+        for p in net.parameters():
+            if id(p) not in keep:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return net
+
+
+def txt(b, n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return TextEmbedding(torch.randn(b, n, 8, generator=g), torch.ones(b, n, dtype=torch.bool), torch.randn(b, 8, generator=g))
+
+
+def test_temporal_residuals_are_zero_initialised():
+    net = VideoUNet(CFG)
+    for m in net.modules():
+        if isinstance(m, TemporalConv):
+            assert m.conv.weight.abs().sum() == 0 and m.conv.bias.abs().sum() == 0
+        if isinstance(m, TemporalAttention):
+            assert m.out.weight.abs().sum() == 0 and m.out.bias.abs().sum() == 0
+
+
+def test_video_model_at_init_equals_per_frame_image_model():
+    net = randomize(VideoUNet(CFG), temporal_too=False).eval()
+    z = torch.randn(2, 3, 6, 16, 16)
+    lam = torch.tensor([1.0, -2.0])
+    t = txt(2)
+    video = net(z, lam, text=t)
+    assert video.abs().mean() > 1e-3  # a non-trivial function
+    for f in range(6):
+        frame = net(z[:, :, f : f + 1], lam, text=t)
+        assert torch.allclose(video[:, :, f : f + 1], frame, atol=1e-5)
+
+
+def test_packed_image_frames_are_independent_of_their_neighbours():
+    net = randomize(VideoUNet(CFG), temporal_too=True).eval()
+    z = torch.randn(2, 3, 5, 16, 16)
+    per_frame_text = TextEmbedding.concat([txt(5, seed=1), txt(5, seed=2)])  # (B*T) captions
+    mask = torch.tensor([0.0, 1.0])  # item 0: packed images, item 1: a video
+    out = net(z, torch.zeros(2), text=per_frame_text, video_mask=mask)
+    z2 = z.clone()
+    z2[:, :, 3] += torch.randn_like(z2[:, :, 3])  # change frame 3 of both items
+    out2 = net(z2, torch.zeros(2), text=per_frame_text, video_mask=mask)
+    others = [0, 1, 2, 4]
+    assert torch.allclose(out[0, :, others], out2[0, :, others], atol=1e-5)  # images: untouched
+    assert not torch.allclose(out[1, :, others], out2[1, :, others], atol=1e-3)  # video: frames interact
+
+
+def test_single_frame_equals_packed_image():
+    net = randomize(VideoUNet(CFG), temporal_too=True).eval()
+    z = torch.randn(1, 3, 4, 16, 16)
+    t = txt(1)
+    packed = net(z, torch.zeros(1), text=TextEmbedding.concat([t] * 4), video_mask=torch.zeros(1))
+    single = torch.cat([net(z[:, :, f : f + 1], torch.zeros(1), text=t) for f in range(4)], dim=2)
+    assert torch.allclose(packed, single, atol=1e-5)
+
+
+@pytest.mark.parametrize("frames", [1, 8, 16, 32])
+def test_same_weights_run_on_any_frame_count(frames):
+    net = randomize(VideoUNet(CFG), temporal_too=True).eval()
+    out = net(torch.randn(1, 3, frames, 16, 16), torch.zeros(1), text=txt(1))
+    assert out.shape == (1, 3, frames, 16, 16) and torch.isfinite(out).all()
+
+
+def test_deterministic():
+    net = randomize(VideoUNet(CFG), temporal_too=True).eval()
+    z = torch.randn(1, 3, 4, 16, 16)
+    assert torch.equal(net(z, torch.zeros(1), text=txt(1)), net(z, torch.zeros(1), text=txt(1)))
+
+
+def test_relative_position_buckets_are_symmetric_and_bounded():
+    rel = torch.arange(-200, 201)
+    b = relative_position_buckets(rel, 32, 64)
+    assert b.min() >= 0 and b.max() < 32
+    assert len(set(b[rel > 0].tolist()) & set(b[rel < 0].tolist())) == 0  # direction is kept
+    assert b[rel == 0].item() == 0
+
+
+def test_null_text_uses_learned_null_embedding():
+    net = randomize(VideoUNet(CFG), temporal_too=True).eval()
+    z = torch.randn(1, 3, 2, 16, 16)
+    a = net(z, torch.zeros(1), text=None)
+    b = net(z, torch.zeros(1), text=TextEmbedding.null(1, 8))
+    assert torch.allclose(a, b)
+    assert not torch.allclose(a, net(z, torch.zeros(1), text=txt(1)), atol=1e-3)
+
+
+def test_bf16_autocast_forward_on_cpu():
+    net = randomize(VideoUNet(CFG), temporal_too=True).eval()
+    z = torch.randn(1, 3, 4, 16, 16)
+    ref = net(z, torch.zeros(1), text=txt(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(z, torch.zeros(1), text=txt(1))
+    assert torch.isfinite(out).all()
+    assert (out.float() - ref).abs().mean() < 0.1 * ref.abs().mean() + 1e-3
+
+
+def test_bf16_weights_forward():
+    net = randomize(VideoUNet(CFG), temporal_too=True).eval()
+    z = torch.randn(1, 3, 4, 16, 16)
+    ref = net(z, torch.zeros(1), text=txt(1))
+    out = net.to(torch.bfloat16)(z, torch.zeros(1), text=txt(1))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    assert (out.float() - ref).abs().mean() < 0.1 * ref.abs().mean() + 1e-3
+
+
+def test_conditioning_inputs():
+    cfg = UNetConfig(
+        channels=(16, 32),
+        num_res_blocks=1,
+        spatial_attn=(False, False),
+        cross_attn=(False, False),
+        temporal_attn=(False, False),
+        cond_channels=4,
+        aug_cond=True,
+        guidance_cond=True,
+        text_dim=8,
+        norm_groups=4,
+        head_dim=8,
+    )
+    net = randomize(VideoUNet(cfg), temporal_too=True)
+    z, c = torch.randn(1, 3, 4, 16, 16), torch.randn(1, 4, 4, 16, 16)
+    out = net(z, torch.zeros(1), cond=c, aug_logsnr=torch.ones(1), guidance=torch.ones(1), text=txt(1))
+    assert out.shape == z.shape
+    with pytest.raises(ValueError, match="aug_logsnr"):
+        net(z, torch.zeros(1), cond=c, guidance=torch.ones(1))
+    with pytest.raises(ValueError, match="guidance"):
+        net(z, torch.zeros(1), cond=c, aug_logsnr=torch.ones(1))
+    with pytest.raises(ValueError, match="4 conditioning channels; received 0"):
+        net(z, torch.zeros(1), aug_logsnr=torch.ones(1), guidance=torch.ones(1))
+
+
+def test_clear_errors_for_bad_shapes_and_text_width():
+    net = VideoUNet(CFG)
+    with pytest.raises(ValueError, match=r"expects z of shape \(B, 3, T, H, W\)"):
+        net(torch.randn(1, 4, 2, 16, 16), torch.zeros(1))
+    with pytest.raises(ValueError, match="multiples of 2"):
+        net(torch.randn(1, 3, 2, 15, 16), torch.zeros(1))
+    wide = TextEmbedding(torch.randn(1, 2, 12), torch.ones(1, 2, dtype=torch.bool), torch.randn(1, 12))
+    with pytest.raises(ValueError, match="trained with 8-wide text embeddings but received 12-wide"):
+        net(torch.randn(1, 3, 2, 16, 16), torch.zeros(1), text=wide)
+    with pytest.raises(ValueError, match="logsnr must be"):
+        net(torch.randn(2, 3, 2, 16, 16), torch.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"channels": (16, 30)}, "divisible by norm_groups"),
+        ({"spatial_attn": (True,)}, "one entry per level"),
+        ({"cross_attn": (True, True), "text_dim": 0}, "text_dim must be > 0"),
+        ({"channels": ()}, "non-empty"),
+    ],
+)
+def test_config_validation_messages(kwargs, match):
+    base = dict(
+        channels=(16, 32),
+        spatial_attn=(False, False),
+        cross_attn=(False, False),
+        temporal_attn=(False, False),
+        norm_groups=4,
+        head_dim=8,
+    )
+    base.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        UNetConfig(**base)
+
+
+def test_stage_config_round_trip_and_role_checks():
+    unet = UNetConfig(
+        channels=(16, 32),
+        spatial_attn=(False, False),
+        cross_attn=(False, False),
+        temporal_attn=(False, False),
+        cond_channels=3,
+        aug_cond=True,
+        norm_groups=4,
+        head_dim=8,
+    )
+    sc = StageConfig(role="ssr", unet=unet, spatial_factor=2.0)
+    assert StageConfig.from_dict(sc.to_dict()) == sc
+    with pytest.raises(ValueError, match="needs unet.cond_channels=4"):
+        StageConfig(role="tsr", unet=unet, temporal_factor=2)
+    with pytest.raises(ValueError, match="Unknown stage role"):
+        StageConfig(role="vae", unet=unet)
+    with pytest.raises(ValueError, match="unknown fields"):
+        StageConfig.from_dict({**sc.to_dict(), "future_field": 1})
