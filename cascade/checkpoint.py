@@ -56,17 +56,18 @@ def check_safetensors_file(path: str | os.PathLike) -> dict:
         raise _refuse_pickle(path, f"'{path.suffix}' files are PyTorch pickles")
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = f.read(9)
+        if head[:2] == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") and head[8:9] != b"{"):
             raise _refuse_pickle(path, "this file is a PyTorch pickle (zip/pickle data), not safetensors")
-        if len(head) < 8:
+        if len(head) < 9:
             raise CheckpointError(f"{path.name}: file is truncated ({size} bytes); it is not a valid safetensors file.")
-        (n,) = struct.unpack("<Q", head)
-        if n > min(size - 8, _MAX_HEADER):
+        (n,) = struct.unpack("<Q", head[:8])
+        if head[8:9] != b"{" or n > min(size - 8, _MAX_HEADER):
             raise CheckpointError(
                 f"{path.name}: corrupt or truncated safetensors header (declares {n} header bytes, file has {size}). "
                 "Re-download or re-export the file."
             )
+        f.seek(8)
         try:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:

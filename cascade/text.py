@@ -184,9 +184,9 @@ def load_text_encoder(
     spec = "" if name_or_path is None else str(name_or_path)
     if spec.strip().lower() in _MINILM_ALIASES:
         path = minilm_path()
-        model = AutoModel.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+        model = AutoModel.from_pretrained(path, local_files_only=True)
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        return TextEncoder(model.to(device), tok, DEFAULT_ENCODER, max_tokens=max_tokens)
+        return TextEncoder(model.to(device=device, dtype=dtype), tok, DEFAULT_ENCODER, max_tokens=max_tokens)
 
     path = Path(spec).expanduser()
     if not path.exists():
@@ -202,13 +202,13 @@ def load_text_encoder(
         if model_type in ("t5", "mt5", "umt5"):
             from transformers import T5EncoderModel
 
-            model = T5EncoderModel.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+            model = T5EncoderModel.from_pretrained(path, local_files_only=True)
         else:
-            model = AutoModel.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+            model = AutoModel.from_pretrained(path, local_files_only=True)
             if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
                 model = model.get_encoder()
         tok = AutoTokenizer.from_pretrained(tokenizer_path or path, local_files_only=True)
-        return TextEncoder(model.to(device), tok, f"hf:{path.name}", max_tokens=max_tokens)
+        return TextEncoder(model.to(device=device, dtype=dtype), tok, f"hf:{path.name}", max_tokens=max_tokens)
 
     if path.suffix.lower() != ".safetensors":
         raise ValueError(f"Text encoder files must be .safetensors (no pickles are loaded); received {path.name}.")

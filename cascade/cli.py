@@ -1,0 +1,194 @@
+"""Command line: ``python -m cascade <command> ...``.
+
+Commands: ``generate`` (text -> video through the demo cascade), ``train``, ``distill``,
+``evaluate``, ``story``, ``export``, ``info``, ``convert``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("cascade")
+
+
+def _setup(verbose: bool) -> None:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    from .train import configure_threads
+
+    configure_threads()
+
+
+# --- train ----------------------------------------------------------------------------------------
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .config import StageConfig
+    from .demo import demo_train_config
+    from .train import Trainer, overfit_one_batch
+
+    overrides = {
+        k: getattr(a, k)
+        for k in (
+            "data",
+            "images",
+            "out",
+            "steps",
+            "batch",
+            "lr",
+            "warmup",
+            "seed",
+            "mixed_precision",
+            "checkpoint_every",
+            "sample_every",
+            "log_every",
+            "image_fraction",
+            "clip_frames",
+            "crop",
+            "frame_skip",
+            "text_encoder",
+            "min_snr_gamma",
+        )
+    }
+    overrides["grad_checkpointing"] = a.grad_checkpointing or None
+    if a.config:
+        stage = StageConfig.from_dict(json.loads(Path(a.config).read_text()))
+        if stage.role != a.stage:
+            raise SystemExit(f"--config describes a {stage.role} stage but --stage is {a.stage}.")
+        overrides["stage"] = stage
+    cfg = demo_train_config(a.stage, **overrides)
+    if a.overfit_one_batch:
+        r = overfit_one_batch(cfg, steps=a.overfit_steps)
+        verdict = "the stage learns" if r["ratio"] > 1.5 else "the loss barely moved: check data, lr and config"
+        print(
+            f"overfit-one-batch: probe loss {r['probe_loss_before']:.4f} -> {r['probe_loss_after']:.4f} "
+            f"({r['ratio']:.1f}x lower in {r['steps']} steps, {r['seconds']:.0f}s): {verdict}"
+        )
+        return 0
+    tr = Trainer(cfg)
+    if tr.acc.is_main_process:
+        print(
+            f"training {cfg.stage.describe()} ({tr.net.num_parameters() / 1e6:.2f} M parameters) from step {tr.step} "
+            f"to {cfg.steps}, writing {cfg.out}"
+        )
+    tr.run()
+    if tr.acc.is_main_process:
+        print(f"done at step {tr.step}: {Path(cfg.out) / 'stage.safetensors'}")
+    return 0
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a stage (base, ssr or tsr); resumes from --out if it holds a state")
+    p.add_argument("--stage", required=True, choices=["base", "ssr", "tsr"])
+    p.add_argument("--config", help="stage configuration JSON (default: the demo configuration of --stage)")
+    p.add_argument("--data", help="'shapes' (procedural, default) or a folder of captioned videos")
+    p.add_argument("--images", help="a folder of captioned images for joint image-video training")
+    p.add_argument("--out", help="output folder (state.safetensors, stage.safetensors, log.jsonl, samples/)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--sample-every", type=int)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--image-fraction", type=float)
+    p.add_argument("--clip-frames", type=int)
+    p.add_argument("--crop", type=int)
+    p.add_argument("--frame-skip", type=int)
+    p.add_argument("--text-encoder", help="'minilm' (default), a HF folder or a T5 .safetensors (with a tokenizer next to it)")
+    p.add_argument("--min-snr-gamma", type=float)
+    p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument("--overfit-one-batch", action="store_true", help="sanity mode: show within a minute that the stage can learn")
+    p.add_argument("--overfit-steps", type=int, default=120)
+    p.set_defaults(fn=cmd_train)
+
+
+# --- info / export / convert ------------------------------------------------------------------------
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from .checkpoint import read_stage_config
+
+    for path in a.files:
+        cfg = read_stage_config(path)
+        print(f"{path}: {cfg.describe()}\n  text encoder {cfg.text_encoder or '-'} (width {cfg.text_dim})")
+        if a.json:
+            print(json.dumps(cfg.to_dict(), indent=2))
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    """Export the EMA weights of a training state as a stage file (optionally fp16)."""
+    import torch
+
+    from .stage import load_stage
+
+    stage = load_stage(a.src)
+    stage.save(a.dst, dtype=torch.float16 if a.fp16 else None)
+    print(f"wrote {a.dst}: {stage.config.describe()}")
+    return 0
+
+
+def cmd_convert(a: argparse.Namespace) -> int:
+    """Convert a PyTorch pickle of a state dict into a stage file. Uses ``weights_only=True``, which
+    refuses arbitrary objects: only plain tensors and containers are read."""
+    import torch
+
+    from .config import StageConfig
+    from .stage import Stage
+
+    cfg = StageConfig.from_dict(json.loads(Path(a.config).read_text()))
+    sd = torch.load(a.src, map_location="cpu", weights_only=True)
+    if isinstance(sd, dict) and "state_dict" in sd:
+        sd = sd["state_dict"]
+    stage = Stage(cfg)
+    missing, unexpected = stage.net.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise SystemExit(f"{a.src} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    stage.save(a.dst)
+    print(f"wrote {a.dst}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cascade", description="Imagen Video cascade: generate, train, distill, evaluate."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_train(sub)
+    p = sub.add_parser("info", help="show the configuration stored in stage files")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_info)
+    p = sub.add_parser("export", help="re-save a stage file (e.g. as fp16)")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--fp16", action="store_true")
+    p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("convert", help="convert a pickled state dict (.pt/.ckpt) to a safetensors stage file")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--config", required=True, help="stage configuration JSON")
+    p.set_defaults(fn=cmd_convert)
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    a = parser.parse_args(argv)
+    _setup(a.verbose or a.command in ("train", "distill"))
+    try:
+        return a.fn(a)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+_EXTRA_COMMANDS: list = []

@@ -1,0 +1,196 @@
+"""Where training clips come from: the procedural moving-shapes renderer, or a folder of videos.
+
+A source yields ``(video, caption)`` pairs: ``video`` is ``(T, H, W, 3)`` uint8 at the source's
+full resolution and frame rate. Each stage derives its own training pairs from these by
+antialiased resizing (space) and frame skipping (time), as in the paper (see ``cascade.train``).
+Items are deterministic in ``(seed, index)``, which makes training resumable exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..video_io import VIDEO_SUFFIXES, read_video
+from .shapes import all_attributes, caption, render_clip
+
+__all__ = ["ShapesSource", "VideoFolderSource", "ImageFolderSource", "make_source"]
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def _rng(seed: int, index: int, salt: int = 0) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index) & 0xFFFFFFFFFFFF, salt])
+
+
+@dataclass
+class ShapesSource:
+    """Procedural moving shapes: ``frames`` reference frames at ``size`` x ``size`` pixels."""
+
+    frames: int = 32
+    size: int = 64
+    split: str = "train"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._attrs = all_attributes(self.split)
+
+    def clip(self, index: int, frames: int | None = None, size: int | None = None, frame_step: int = 1):
+        """Render item ``index`` (optionally directly at a lower size / frame rate: rendering
+        with supersampling is the same antialiased resize, and cheaper)."""
+        rng = _rng(self.seed, index)
+        attrs = self._attrs[int(rng.integers(len(self._attrs)))]
+        text = caption(attrs, int(rng.integers(1000)))
+        n = frames or self.frames
+        video = render_clip(attrs, frames=n, size=size or self.size, rng=rng, frame_step=frame_step)
+        return video, text
+
+    def image(self, index: int, size: int | None = None):
+        """One still frame with its caption (for joint image-video training)."""
+        video, text = self.clip(index + (1 << 40), frames=1, size=size)
+        return video[0], text
+
+
+class VideoFolderSource:
+    """Videos (mp4/webm/gif/...) with captions: a sidecar ``name.txt`` per video, or one JSONL
+    manifest (``{"file": ..., "caption": ...}`` per line). Unreadable or too-short videos are
+    skipped with a warning and counted; missing captions are an error that lists the files."""
+
+    def __init__(self, root: str | os.PathLike, *, min_frames: int = 1, manifest: str | os.PathLike | None = None, seed: int = 0):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"Video folder not found: {self.root}")
+        self.seed, self.min_frames = seed, min_frames
+        self.items = self._index(manifest)
+        self.skipped: dict[str, str] = {}
+        self._cache: dict[int, np.ndarray] = {}
+        if not self.items:
+            raise ValueError(f"No videos ({', '.join(VIDEO_SUFFIXES)}) with captions found in {self.root}.")
+
+    def _index(self, manifest) -> list[tuple[Path, str]]:
+        if manifest is None and (self.root / "captions.jsonl").exists():
+            manifest = self.root / "captions.jsonl"
+        if manifest is not None:
+            items = []
+            for n, line in enumerate(Path(manifest).read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    items.append((self.root / rec["file"], str(rec["caption"]).strip()))
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise ValueError(
+                        f"{manifest}:{n}: each line must be a JSON object with 'file' and 'caption' ({e})."
+                    ) from None
+            return items
+        videos = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        missing = [p for p in videos if not p.with_suffix(".txt").exists()]
+        if missing:
+            shown = "\n  ".join(str(p.relative_to(self.root)) for p in missing[:20])
+            more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+            raise ValueError(
+                f"{len(missing)} video(s) in {self.root} have no caption. Add a sidecar .txt with the same name, "
+                f"or a captions.jsonl manifest. Missing:\n  {shown}{more}"
+            )
+        return [(p, p.with_suffix(".txt").read_text().strip()) for p in videos]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _decode(self, i: int) -> np.ndarray | None:
+        if i in self._cache:
+            return self._cache[i]
+        path = self.items[i][0]
+        try:
+            video, _ = read_video(path)
+        except Exception as e:  # any decode failure: skip this file, never crash mid-epoch
+            self._skip(path, f"unreadable ({type(e).__name__}: {e})")
+            return None
+        if len(video) < self.min_frames:
+            self._skip(path, f"too short ({len(video)} frames, need {self.min_frames})")
+            return None
+        if len(self._cache) < 256:
+            self._cache[i] = video
+        return video
+
+    def _skip(self, path: Path, why: str) -> None:
+        if str(path) not in self.skipped:
+            self.skipped[str(path)] = why
+            log.warning("skipping %s: %s (%d skipped so far)", path, why, len(self.skipped))
+
+    def clip(self, index: int, frames: int | None = None, size: int | None = None, frame_step: int = 1):
+        """A random window of ``frames * frame_step`` source frames, every ``frame_step``-th kept,
+        resized (antialiased) to ``size`` on its short side and centre-cropped to a square."""
+        rng = _rng(self.seed, index)
+        first = int(rng.integers(len(self.items)))
+        for attempt in range(len(self.items)):
+            i = (first + attempt) % len(self.items)
+            video = self._decode(i)
+            if video is None:
+                continue
+            n = frames or len(video)
+            need = (n - 1) * frame_step + 1
+            if len(video) < need:
+                self._skip(self.items[i][0], f"too short for {n} frames at step {frame_step} ({len(video)} < {need})")
+                continue
+            start = int(rng.integers(len(video) - need + 1))
+            clip = video[start : start + need : frame_step]
+            return _square_resize(clip, size) if size else clip, self.items[i][1]
+        raise ValueError(
+            f"None of the {len(self.items)} videos in {self.root} is usable ({len(self.skipped)} skipped): "
+            f"see the warnings above. Reasons, e.g.: {next(iter(self.skipped.values()), 'none')}"
+        )
+
+    def image(self, index: int, size: int | None = None):
+        video, text = self.clip(index + (1 << 40), frames=1, size=size)
+        return video[0], text
+
+
+class ImageFolderSource:
+    """Still images with sidecar ``.txt`` captions, for joint image-video training."""
+
+    def __init__(self, root: str | os.PathLike, seed: int = 0):
+        from PIL import Image  # noqa: F401
+
+        self.root, self.seed = Path(root), seed
+        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        missing = [p for p in files if not p.with_suffix(".txt").exists()]
+        if missing:
+            raise ValueError(f"{len(missing)} image(s) in {self.root} have no caption .txt, e.g. {missing[0].name}.")
+        if not files:
+            raise ValueError(f"No images found in {self.root}.")
+        self.items = [(p, p.with_suffix(".txt").read_text().strip()) for p in files]
+
+    def image(self, index: int, size: int | None = None):
+        from PIL import Image
+
+        path, text = self.items[int(_rng(self.seed, index, 7).integers(len(self.items)))]
+        img = np.asarray(Image.open(path).convert("RGB"))
+        return (_square_resize(img[None], size)[0] if size else img), text
+
+
+def _square_resize(video: np.ndarray, size: int) -> np.ndarray:
+    import torch
+
+    from ..conditioning import resize_video
+
+    t, h, w, _ = video.shape
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    crop = torch.from_numpy(np.ascontiguousarray(video[:, top : top + s, left : left + s])).float()
+    out = resize_video(crop.permute(3, 0, 1, 2)[None], (size, size))[0].permute(1, 2, 3, 0)
+    return out.clamp(0, 255).round().byte().numpy()
+
+
+def make_source(spec: str, *, seed: int = 0, min_frames: int = 1):
+    """``"shapes"`` (or ``"shapes:held_out"``) or a folder of captioned videos."""
+    if spec.startswith("shapes"):
+        split = spec.split(":", 1)[1] if ":" in spec else "train"
+        return ShapesSource(split=split, seed=seed)
+    return VideoFolderSource(spec, min_frames=min_frames, seed=seed)
