@@ -112,6 +112,144 @@ def add_train(sub) -> None:
     p.set_defaults(fn=cmd_train)
 
 
+# --- generate -------------------------------------------------------------------------------------
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from .run import load_demo_cascade
+    from .video_io import write_video
+
+    cascade = load_demo_cascade(a.models, fast=a.fast)
+    for role, steps in (("base", a.steps), ("tsr", a.sr_steps), ("ssr", a.sr_steps)):
+        if steps:
+            cascade.options[role] = replace(cascade.options[role], steps=steps)
+    if a.guidance is not None:
+        cascade.options["base"] = replace(cascade.options["base"], guidance=a.guidance)
+    bars: dict = {}
+
+    def progress(stage, done, total):
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=f"{stage:>4}", unit="eval", leave=True)
+        bar.update(done - bar.n)
+
+    frames, fps = cascade(a.prompt, seed=a.seed, negative=a.negative, progress=progress)
+    for bar in bars.values():
+        bar.close()
+    out = write_video(a.output, frames, fps)
+    print(f"wrote {out}: {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]} @ {fps:g} fps")
+    return 0
+
+
+def add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="text -> video through the demo cascade (base -> TSR x2 -> SSR x2)")
+    p.add_argument("prompt")
+    p.add_argument("-o", "--output", default="out.mp4", help="output file (.mp4, .webm, .gif)")
+    p.add_argument("--fast", action="store_true", help="use the 8-step guided-distilled students (one evaluation per step)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--negative", help="negative prompt (replaces the unconditional branch; teachers only)")
+    p.add_argument("--steps", type=int, help="base sampling steps")
+    p.add_argument("--sr-steps", type=int, help="sampling steps of the TSR and SSR stages")
+    p.add_argument("--guidance", type=float, help="base guidance weight w (the paper's convention; ComfyUI cfg = 1 + w)")
+    p.add_argument("--models", help="folder with the stage files (default: the pack's models/imagen_video)")
+    p.set_defaults(fn=cmd_generate)
+
+
+# --- distill / evaluate ------------------------------------------------------------------------------
+
+
+def cmd_distill(a: argparse.Namespace) -> int:
+    from .distill import DistillConfig, distill
+
+    kw = {
+        k: getattr(a, k)
+        for k in (
+            "teacher",
+            "out",
+            "data",
+            "w_min",
+            "w_max",
+            "teacher_steps",
+            "target_steps",
+            "guided_steps",
+            "steps_per_round",
+            "batch",
+            "lr",
+            "frame_skip",
+            "clip_frames",
+            "crop",
+            "image_fraction",
+            "seed",
+            "mixed_precision",
+            "text_encoder",
+        )
+        if getattr(a, k) is not None
+    }
+    for path in distill(DistillConfig(**kw)):
+        print(f"wrote {path}")
+    return 0
+
+
+def add_distill(sub) -> None:
+    p = sub.add_parser("distill", help="guided + progressive distillation of a stage (stage 1: absorb CFG; stage 2: halve steps)")
+    p.add_argument("--teacher", required=True, help="the undistilled stage file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data")
+    p.add_argument("--w-min", type=float)
+    p.add_argument("--w-max", type=float)
+    p.add_argument("--teacher-steps", type=int, help="the sampling grid progressive distillation starts from (e.g. 64)")
+    p.add_argument("--target-steps", type=int, help="halve down to this many steps (8; or 4, 2, 1)")
+    p.add_argument("--guided-steps", type=int, help="optimiser steps of stage 1 (guidance distillation)")
+    p.add_argument("--steps-per-round", type=int, help="optimiser steps per halving round")
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--frame-skip", type=int)
+    p.add_argument("--clip-frames", type=int)
+    p.add_argument("--crop", type=int)
+    p.add_argument("--image-fraction", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
+    p.add_argument("--text-encoder")
+    p.set_defaults(fn=cmd_distill)
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(
+        models=a.models,
+        out=a.out,
+        samples=a.samples,
+        seed=a.seed,
+        batch=a.batch,
+        parts=tuple(a.parts.split(",")) if a.parts else EvalConfig.parts,
+        w_values=tuple(float(w) for w in a.w.split(",")) if a.w else EvalConfig.w_values,
+        extra_students=a.extra_students,
+    )
+    evaluate(cfg)
+    print((Path(a.out) / "report.md").read_text())
+    return 0
+
+
+def add_evaluate(sub) -> None:
+    from .demo import DEMO_DIR
+
+    p = sub.add_parser("evaluate", help="measure a cascade on the moving-shapes task (JSON + markdown report + picture grids)")
+    p.add_argument("--models", default=str(DEMO_DIR))
+    p.add_argument("--out", default="eval")
+    p.add_argument("--samples", type=int, default=64, help="samples per split (seen / held-out combinations)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--parts", help="comma list of: detector,base,ssr,tsr,cascade,distilled")
+    p.add_argument("--w", help="comma list of guidance weights for the base sweep (default 0,2,4,6)")
+    p.add_argument("--extra-students", help="folder with student_4step / student_2step files of the base")
+    p.set_defaults(fn=cmd_evaluate)
+
+
 # --- info / export / convert ------------------------------------------------------------------------
 
 
@@ -165,7 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_generate(sub)
     add_train(sub)
+    add_distill(sub)
+    add_evaluate(sub)
     p = sub.add_parser("info", help="show the configuration stored in stage files")
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true")

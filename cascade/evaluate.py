@@ -1,0 +1,479 @@
+"""Evaluation of a cascade on the moving-shapes task (``python -m cascade evaluate``).
+
+Writes ``results.json``, ``report.md`` and picture grids. Measures (spec §5.5):
+
+* the hand-written detector on ground-truth clips (its own accuracy);
+* base prompt adherence per attribute and all-attributes-correct, seen vs held-out combinations,
+  as a function of the guidance weight w;
+* SSR PSNR/SSIM on ground-truth low-res inputs vs bicubic/bilinear, and consistency;
+* TSR PSNR on the inserted frames vs frame repetition and linear blending;
+* the full cascade's adherence vs the base alone;
+* distilled students vs their teachers: adherence, paired PSNR, network evaluations per video.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .conditioning import resize_video
+from .data.detector import detect
+from .data.shapes import HELD_OUT, Attributes, all_attributes, caption, render_clip
+from .pipeline import SamplingOptions, generate, upsample_spatial, upsample_temporal
+from .run import DEFAULT_OPTIONS, FAST_OPTIONS
+from .stage import Stage, load_stage
+from .text import load_text_encoder
+
+__all__ = ["EvalConfig", "evaluate", "psnr", "ssim"]
+
+log = logging.getLogger(__name__)
+ATTRS = ("colour", "shape", "direction", "speed")
+
+
+@dataclass
+class EvalConfig:
+    models: str
+    out: str = "eval"
+    samples: int = 64  # per split
+    w_values: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0)
+    seed: int = 1234
+    batch: int = 16
+    parts: tuple[str, ...] = ("detector", "base", "ssr", "tsr", "cascade", "distilled")
+    extra_students: str | None = None  # folder with 4-/2-step students of the base (optional)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of videos in [0, 1] (averaged MSE over everything)."""
+    mse = F.mse_loss(a.float(), b.float()).item()
+    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean SSIM (Gaussian window 7, sigma 1.5) over frames and channels of ``(B, 3, T, H, W)`` in [0, 1]."""
+    x = a.float().transpose(1, 2).reshape(-1, 1, *a.shape[-2:])
+    y = b.float().transpose(1, 2).reshape(-1, 1, *b.shape[-2:])
+    g = torch.exp(-((torch.arange(7) - 3) ** 2) / (2 * 1.5**2))
+    w = (g[:, None] * g[None]) / (g.sum() ** 2)
+    w = w[None, None]
+
+    def blur(z):
+        return F.conv2d(z, w, padding=3)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def _prompts(split: str, n: int, seed: int) -> list[Attributes]:
+    pool = all_attributes("train" if split == "seen" else "held_out")
+    rng = np.random.default_rng(seed)
+    return [pool[i] for i in rng.permutation(np.resize(np.arange(len(pool)), n))]
+
+
+def _score(videos: torch.Tensor, attrs: list[Attributes], frame_step: int) -> dict:
+    """Detector accuracy for ``videos`` (B, 3, T, H, W) in [-1, 1]."""
+    hits = {k: 0 for k in ATTRS}
+    all_ok = 0
+    for v, a in zip(videos, attrs):
+        d = detect(((v.permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1).numpy(), frame_step=frame_step)
+        ok = [x == y for x, y in zip(d.as_tuple(), a.as_tuple())]
+        for k, o in zip(ATTRS, ok):
+            hits[k] += o
+        all_ok += all(ok)
+    n = len(attrs)
+    return {**{k: hits[k] / n for k in ATTRS}, "all": all_ok / n, "n": n}
+
+
+def _merge(parts: list[dict]) -> dict:
+    n = sum(p["n"] for p in parts)
+    return {**{k: sum(p[k] * p["n"] for p in parts) / n for k in (*ATTRS, "all")}, "n": n}
+
+
+class _Evaluator:
+    def __init__(self, cfg: EvalConfig):
+        from .demo import DEMO_FILES
+
+        self.cfg = cfg
+        self.root = Path(cfg.models)
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.files = DEMO_FILES
+        self.stages: dict[str, Stage] = {}
+        self.encoder = None
+        self.results: dict = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
+        self.nfe: dict = {}
+
+    def stage(self, key: str) -> Stage | None:
+        if key not in self.stages:
+            path = self.root / self.files[key]
+            if not path.exists():
+                log.warning("missing %s: skipping what needs it", path)
+                return None
+            self.stages[key] = load_stage(path)
+        return self.stages[key]
+
+    def text(self, attrs):
+        if self.encoder is None:
+            self.encoder = load_text_encoder()
+        return self.encoder.encode([caption(a, 0) for a in attrs])
+
+    def batches(self, attrs):
+        b = self.cfg.batch
+        for i in range(0, len(attrs), b):
+            yield i, attrs[i : i + b]
+
+    # -- parts --------------------------------------------------------------------------------------
+
+    def detector(self) -> dict:
+        out = {}
+        for name, size, frames, step in (("base 32px 16f", 32, 16, 2), ("final 64px 32f", 64, 32, 1)):
+            per = []
+            for split in ("seen", "held_out"):
+                attrs = _prompts(split, self.cfg.samples, self.cfg.seed)
+                rng = np.random.default_rng(self.cfg.seed + 1)
+                vids = torch.stack(
+                    [
+                        torch.from_numpy(render_clip(a, frames=frames, size=size, rng=rng, frame_step=step))
+                        .permute(3, 0, 1, 2)
+                        .float()
+                        / 127.5
+                        - 1
+                        for a in attrs
+                    ]
+                )
+                per.append(_score(vids, attrs, step))
+            out[name] = _merge(per)
+        return out
+
+    def base_videos(self, stage: Stage, attrs, options: SamplingOptions, seed0: int) -> torch.Tensor:
+        vids = []
+        for i, chunk in self.batches(attrs):
+            vids.append(generate(stage, self.text(chunk), options=replace(options, seed=seed0 + i)))
+        return torch.cat(vids)
+
+    def base(self) -> dict:
+        stage = self.stage("base")
+        if stage is None:
+            return {}
+        res = {}
+        for w in self.cfg.w_values:
+            res[f"w={w:g}"] = {}
+            for split in ("seen", "held_out"):
+                attrs = _prompts(split, self.cfg.samples, self.cfg.seed)
+                t0 = time.time()
+                vids = self.base_videos(stage, attrs, replace(DEFAULT_OPTIONS["base"], guidance=w), self.cfg.seed)
+                res[f"w={w:g}"][split] = {**_score(vids, attrs, 2), "seconds": round(time.time() - t0, 1)}
+                if w == DEFAULT_OPTIONS["base"].guidance:
+                    self._save_grid(vids[:8], attrs[:8], f"base_{split}.png")
+                log.info("base w=%g %s: %s", w, split, res[f"w={w:g}"][split])
+        self.nfe["base teacher"] = DEFAULT_OPTIONS["base"].steps * 2
+        return res
+
+    def gt_clips(self, n: int, frames: int, size: int, split: str = "seen") -> tuple[torch.Tensor, list[Attributes]]:
+        attrs = _prompts(split, n, self.cfg.seed + 7)
+        rng = np.random.default_rng(self.cfg.seed + 8)
+        vids = [
+            torch.from_numpy(render_clip(a, frames=frames, size=size, rng=rng)).permute(3, 0, 1, 2).float() / 127.5 - 1
+            for a in attrs
+        ]
+        return torch.stack(vids), attrs
+
+    def ssr(self, key: str = "ssr", options: SamplingOptions | None = None) -> dict:
+        stage = self.stage(key)
+        if stage is None:
+            return {}
+        options = options or DEFAULT_OPTIONS["ssr"]
+        gt, attrs = self.gt_clips(self.cfg.samples, 16, stage.config.width)
+        low = resize_video(gt, (gt.shape[-2] // 2, gt.shape[-1] // 2))
+        outs = []
+        for i, chunk in self.batches(attrs):
+            outs.append(
+                upsample_spatial(
+                    stage, low[i : i + len(chunk)], self.text(chunk), options=replace(options, seed=self.cfg.seed + i)
+                )
+            )
+        out = torch.cat(outs)
+        u = lambda v: ((v + 1) / 2).clamp(0, 1)  # noqa: E731
+        frames = low.transpose(1, 2).reshape(-1, 3, *low.shape[-2:])
+        bicubic = (
+            F.interpolate(frames, scale_factor=2, mode="bicubic", align_corners=False)
+            .reshape(*low.shape[:1], low.shape[2], 3, *gt.shape[-2:])
+            .transpose(1, 2)
+        )
+        bilinear = resize_video(low, gt.shape[-2:])
+        res = {
+            "psnr": psnr(u(out), u(gt)),
+            "ssim": ssim(u(out), u(gt)),
+            "bicubic_psnr": psnr(u(bicubic), u(gt)),
+            "bicubic_ssim": ssim(u(bicubic), u(gt)),
+            "bilinear_psnr": psnr(u(bilinear), u(gt)),
+            "bilinear_ssim": ssim(u(bilinear), u(gt)),
+            "consistency_psnr": psnr(u(resize_video(out, low.shape[-2:])), u(low)),
+            "n": len(attrs),
+        }
+        res["gain_over_bicubic_db"] = res["psnr"] - res["bicubic_psnr"]
+        self._save_grid(torch.cat([bicubic[:4], out[:4], gt[:4]]), None, f"{key}_bicubic_ours_gt.png")
+        return res
+
+    def tsr(self, key: str = "tsr", options: SamplingOptions | None = None) -> dict:
+        stage = self.stage(key)
+        if stage is None:
+            return {}
+        options = options or DEFAULT_OPTIONS["tsr"]
+        gt, attrs = self.gt_clips(self.cfg.samples, 31, stage.config.width)
+        low = gt[:, :, ::2]  # 16 frames; the 15 odd frames are to be inserted
+        outs = []
+        for i, chunk in self.batches(attrs):
+            outs.append(
+                upsample_temporal(
+                    stage,
+                    low[i : i + len(chunk)],
+                    self.text(chunk),
+                    mode="interpolate",
+                    options=replace(options, seed=self.cfg.seed + i),
+                )
+            )
+        out = torch.cat(outs)
+        u = lambda v: ((v + 1) / 2).clamp(0, 1)  # noqa: E731
+        odd = slice(1, None, 2)
+        repeat = low[:, :, :-1]
+        blend = (low[:, :, :-1] + low[:, :, 1:]) / 2
+        res = {
+            "psnr_inserted": psnr(u(out[:, :, odd]), u(gt[:, :, odd])),
+            "repeat_psnr_inserted": psnr(u(repeat), u(gt[:, :, odd])),
+            "blend_psnr_inserted": psnr(u(blend), u(gt[:, :, odd])),
+            "psnr_all": psnr(u(out), u(gt)),
+            "n": len(attrs),
+        }
+        res["gain_over_blend_db"] = res["psnr_inserted"] - res["blend_psnr_inserted"]
+        return res
+
+    def cascade(self, fast: bool = False) -> dict:
+        keys = ("base", "tsr", "ssr") if not fast else ("base_distilled", "tsr_distilled", "ssr_distilled")
+        stages = [self.stage(k) for k in keys]
+        if any(s is None for s in stages):
+            return {}
+        opts = FAST_OPTIONS if fast else DEFAULT_OPTIONS
+        res = {}
+        for split in ("seen", "held_out"):
+            attrs = _prompts(split, self.cfg.samples, self.cfg.seed)
+            finals, bases = [], []
+            t0 = time.time()
+            for i, chunk in self.batches(attrs):
+                text = self.text(chunk)
+                v = generate(stages[0], text, options=replace(opts["base"], seed=self.cfg.seed + i))
+                bases.append(v)
+                v = upsample_temporal(stages[1], v, text, options=replace(opts["tsr"], seed=self.cfg.seed + i + 1))
+                finals.append(upsample_spatial(stages[2], v, text, options=replace(opts["ssr"], seed=self.cfg.seed + i + 2)))
+            seconds = time.time() - t0
+            final, base = torch.cat(finals), torch.cat(bases)
+            res[split] = {
+                "cascade": _score(final, attrs, 1),
+                "base": _score(base, attrs, 2),
+                "seconds_per_video": round(seconds / len(attrs), 2),
+            }
+            if split == "seen":
+                self._save_grid(final[:8], attrs[:8], f"cascade{'_fast' if fast else ''}_{split}.png")
+        return res
+
+    def distilled(self) -> dict:
+        res: dict = {}
+        teacher, student = self.stage("base"), self.stage("base_distilled")
+        if teacher is None or student is None:
+            return res
+        attrs = _prompts("seen", self.cfg.samples, self.cfg.seed)
+        held = _prompts("held_out", self.cfg.samples, self.cfg.seed)
+        t_opts = DEFAULT_OPTIONS["base"]
+        t_seen = self.base_videos(teacher, attrs, replace(t_opts, sampler="ddim"), self.cfg.seed)
+        res["base teacher"] = {
+            "steps": t_opts.steps,
+            "nfe_per_video": 2 * t_opts.steps,
+            "seen": _score(t_seen, attrs, 2),
+            "held_out": _score(self.base_videos(teacher, held, t_opts, self.cfg.seed), held, 2),
+        }
+        students = {8: student}
+        extra = Path(self.cfg.extra_students) if self.cfg.extra_students else None
+        for n in (4, 2):
+            p = extra / f"student_{n}step.safetensors" if extra else None
+            if p is not None and p.exists():
+                students[n] = load_stage(p)
+        for n, st in students.items():
+            if n not in st.config.distillation.steps:
+                continue
+            row = {"steps": n, "nfe_per_video": n}
+            for sampler in ("distilled_stochastic", "ddim"):
+                o = replace(FAST_OPTIONS["base"], steps=n, sampler=sampler)
+                vids = self.base_videos(st, attrs, o, self.cfg.seed)
+                row[sampler] = {"seen": _score(vids, attrs, 2)}
+                if sampler == "ddim":
+                    row["paired_psnr_vs_teacher"] = psnr(((vids + 1) / 2), ((t_seen + 1) / 2))
+                else:
+                    row[sampler]["held_out"] = _score(self.base_videos(st, held, o, self.cfg.seed), held, 2)
+            teacher_few = self.base_videos(teacher, attrs, replace(t_opts, steps=n, sampler="ddim"), self.cfg.seed)
+            row["teacher_ddim_same_steps"] = {"seen": _score(teacher_few, attrs, 2), "nfe_per_video": 2 * n}
+            res[f"base student {n}-step"] = row
+        for role in ("tsr", "ssr"):
+            st = self.stage(f"{role}_distilled")
+            if st is None:
+                continue
+            fn = self.tsr if role == "tsr" else self.ssr
+            res[f"{role} student 8-step"] = fn(f"{role}_distilled", FAST_OPTIONS[role])
+            res[f"{role} student 8-step"]["nfe_per_video"] = 8
+            res[f"{role} teacher"] = {"nfe_per_video": 2 * DEFAULT_OPTIONS[role].steps}
+        return res
+
+    # -- output -----------------------------------------------------------------------------------
+
+    def _save_grid(self, videos: torch.Tensor, attrs, name: str, frames: int = 8) -> None:
+        from PIL import Image
+
+        t = videos.shape[2]
+        idx = np.linspace(0, t - 1, min(frames, t)).round().astype(int)
+        rows = []
+        for v in videos:
+            strip = ((v[:, idx].permute(1, 2, 3, 0) + 1) * 127.5).clamp(0, 255).byte().numpy()  # (F, H, W, 3)
+            rows.append(np.concatenate(list(strip), axis=1))
+        img = np.concatenate(rows, axis=0)
+        scale = max(1, 256 // videos.shape[-2])
+        Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST).save(self.out / name)
+        if attrs is not None:
+            (self.out / (name + ".txt")).write_text("\n".join(caption(a, 0) for a in attrs) + "\n")
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    ev = _Evaluator(cfg)
+    t0 = time.time()
+    for part in cfg.parts:
+        t1 = time.time()
+        if part == "cascade":
+            ev.results["cascade"] = ev.cascade()
+            ev.results["cascade_fast"] = ev.cascade(fast=True)
+        else:
+            ev.results[part] = getattr(ev, part)()
+        log.info("%s done in %.0fs", part, time.time() - t1)
+        (ev.out / "results.json").write_text(json.dumps(ev.results, indent=2))
+    ev.results["seconds"] = round(time.time() - t0, 1)
+    (ev.out / "results.json").write_text(json.dumps(ev.results, indent=2))
+    (ev.out / "report.md").write_text(report(ev.results))
+    return ev.results
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.0f} %"
+
+
+def report(r: dict) -> str:
+    """The markdown evaluation report (tables quoted in the README)."""
+    lines = ["# Demo cascade evaluation", "", f"Held-out (colour, shape, direction) triples: {sorted(HELD_OUT)}", ""]
+    if r.get("detector"):
+        lines += [
+            "## Detector on ground truth",
+            "",
+            "| clips | colour | shape | direction | speed | all |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, v in r["detector"].items():
+            lines.append(f"| {name} (n={v['n']}) | " + " | ".join(_pct(v[k]) for k in (*ATTRS, "all")) + " |")
+        lines.append("")
+    if r.get("base"):
+        lines += [
+            "## Base prompt adherence vs guidance weight w",
+            "",
+            "| w | split | colour | shape | direction | speed | all | n |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for w, splits in r["base"].items():
+            for split, v in splits.items():
+                lines.append(f"| {w[2:]} | {split} | " + " | ".join(_pct(v[k]) for k in (*ATTRS, "all")) + f" | {v['n']} |")
+        lines += ["", "Chance: colour 20 %, shape 33 %, direction 25 %, speed 50 %, all four 0.8 %.", ""]
+    for key, title in (
+        ("cascade", "Full cascade (base -> TSR -> SSR, 64x64, 32 frames) vs base alone"),
+        ("cascade_fast", "Distilled cascade (8 steps per stage) vs distilled base alone"),
+    ):
+        if r.get(key):
+            lines += [
+                f"## {title}",
+                "",
+                "| split | cascade all | base all | cascade per attribute (c/s/d/v) | s per video |",
+                "|---|---|---|---|---|",
+            ]
+            for split, v in r[key].items():
+                c = v["cascade"]
+                lines.append(
+                    f"| {split} | {_pct(c['all'])} | {_pct(v['base']['all'])} | "
+                    + "/".join(_pct(c[k]) for k in ATTRS)
+                    + f" | {v['seconds_per_video']} |"
+                )
+            lines.append("")
+    if r.get("ssr"):
+        s = r["ssr"]
+        lines += [
+            "## SSR x2 (32 -> 64 px) on ground-truth low-res input",
+            "",
+            "| method | PSNR dB | SSIM |",
+            "|---|---|---|",
+            f"| bilinear | {s['bilinear_psnr']:.2f} | {s['bilinear_ssim']:.3f} |",
+            f"| bicubic | {s['bicubic_psnr']:.2f} | {s['bicubic_ssim']:.3f} |",
+            f"| **SSR (ours)** | **{s['psnr']:.2f}** | **{s['ssim']:.3f}** |",
+            "",
+            f"Gain over bicubic: {s['gain_over_bicubic_db']:+.2f} dB. Consistency (downsampled output vs input): {s['consistency_psnr']:.1f} dB.",
+            "",
+        ]
+    if r.get("tsr"):
+        t = r["tsr"]
+        lines += [
+            "## TSR x2 (16 -> 31 frames) on ground-truth input: PSNR of the inserted frames",
+            "",
+            "| method | PSNR dB |",
+            "|---|---|",
+            f"| frame repetition | {t['repeat_psnr_inserted']:.2f} |",
+            f"| linear blending | {t['blend_psnr_inserted']:.2f} |",
+            f"| **TSR (ours)** | **{t['psnr_inserted']:.2f}** |",
+            "",
+            f"Gain over linear blending: {t['gain_over_blend_db']:+.2f} dB.",
+            "",
+        ]
+    if r.get("distilled"):
+        d = r["distilled"]
+        lines += ["## Distilled students vs teachers", ""]
+        if "base teacher" in d:
+            bt = d["base teacher"]
+            lines += [
+                "| base model | sampler | steps | evaluations / video | seen all | held-out all | paired PSNR vs teacher |",
+                "|---|---|---|---|---|---|---|",
+                f"| teacher | DDIM + CFG | {bt['steps']} | {bt['nfe_per_video']} | {_pct(bt['seen']['all'])} | {_pct(bt['held_out']['all'])} | - |",
+            ]
+            for k, row in d.items():
+                if not k.startswith("base student"):
+                    continue
+                n = row["steps"]
+                st = row["distilled_stochastic"]
+                lines.append(
+                    f"| student | distilled stochastic | {n} | {n} | {_pct(st['seen']['all'])} | {_pct(st['held_out']['all'])} | - |"
+                )
+                lines.append(
+                    f"| student | DDIM | {n} | {n} | {_pct(row['ddim']['seen']['all'])} | - | {row['paired_psnr_vs_teacher']:.2f} dB |"
+                )
+                tf = row["teacher_ddim_same_steps"]
+                lines.append(f"| teacher | DDIM + CFG | {n} | {tf['nfe_per_video']} | {_pct(tf['seen']['all'])} | - | - |")
+            lines.append("")
+        for role in ("ssr", "tsr"):
+            if f"{role} student 8-step" in d:
+                s = d[f"{role} student 8-step"]
+                val = s.get("psnr", s.get("psnr_inserted"))
+                lines.append(
+                    f"- {role.upper()} 8-step student: PSNR {val:.2f} dB with {s['nfe_per_video']} evaluations per video "
+                    f"(teacher: {d[f'{role} teacher']['nfe_per_video']})."
+                )
+        lines.append("")
+    lines.append(f"Total evaluation time: {r.get('seconds', 0) / 60:.1f} min.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,85 @@
+"""Running a whole cascade (base -> TSR -> SSR) from a prompt: what ``python -m cascade generate`` does."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .demo import DEMO_DIR, DEMO_FILES
+from .pipeline import SamplingOptions, generate, upsample_spatial, upsample_temporal
+from .stage import Stage, load_stage
+from .text import TextEncoder, load_text_encoder
+
+__all__ = ["Cascade", "DEFAULT_OPTIONS", "FAST_OPTIONS", "load_demo_cascade"]
+
+log = logging.getLogger(__name__)
+
+# default sampling settings of the demo cascade (the evaluation measures exactly these)
+DEFAULT_OPTIONS = {
+    "base": SamplingOptions(steps=32, sampler="ddim", guidance=4.0, thresholding="dynamic"),
+    "tsr": SamplingOptions(steps=16, sampler="ddim", guidance=1.0, thresholding="dynamic", aug_level=0.3),
+    "ssr": SamplingOptions(steps=16, sampler="ddim", guidance=1.0, thresholding="dynamic", aug_level=0.3),
+}
+FAST_OPTIONS = {
+    "base": SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=4.0, thresholding="dynamic"),
+    "tsr": SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=1.0, thresholding="dynamic", aug_level=0.3),
+    "ssr": SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=1.0, thresholding="dynamic", aug_level=0.3),
+}
+
+
+@dataclass
+class Cascade:
+    encoder: TextEncoder
+    base: Stage
+    tsr: Stage | None = None
+    ssr: Stage | None = None
+    options: dict[str, SamplingOptions] = field(default_factory=lambda: dict(DEFAULT_OPTIONS))
+
+    @torch.no_grad()
+    def __call__(
+        self, prompt: str, *, seed: int = 0, negative: str | None = None, progress: Callable[[str, int, int], None] | None = None
+    ) -> tuple[torch.Tensor, float]:
+        """Prompt -> frames ``(T, H, W, 3)`` in [0, 1] and their frame rate."""
+        text = self.encoder.encode([prompt])
+        neg = self.encoder.encode([negative]) if negative else None
+
+        def report(stage_name):
+            return None if progress is None else (lambda d, t, p: progress(stage_name, d, t))
+
+        o = self.options
+        video = generate(self.base, text, options=replace(o["base"], seed=seed), negative=neg, progress=report("base"))
+        fps = self.base.config.fps
+        if self.tsr is not None:
+            video = upsample_temporal(
+                self.tsr, video, text, options=replace(o["tsr"], seed=seed + 1), negative=neg, progress=report("tsr")
+            )
+            fps *= self.tsr.config.temporal_factor
+        if self.ssr is not None:
+            video = upsample_spatial(
+                self.ssr, video, text, options=replace(o["ssr"], seed=seed + 2), negative=neg, progress=report("ssr")
+            )
+        frames = ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1).cpu()
+        return frames, fps
+
+
+def load_demo_cascade(
+    models_dir: str | Path | None = None, *, fast: bool = False, device="cpu", dtype: torch.dtype | None = None
+) -> Cascade:
+    """The committed demo cascade (or its 8-step distilled students with ``fast=True``)."""
+    root = Path(models_dir) if models_dir else DEMO_DIR
+    suffix = "_distilled" if fast else ""
+    stages = {}
+    for role in ("base", "tsr", "ssr"):
+        path = root / DEMO_FILES[role + suffix]
+        if not path.exists():
+            raise FileNotFoundError(
+                f"Demo stage file missing: {path}. It ships with the pack (models/imagen_video/); "
+                "reinstall the pack or train it with `python -m cascade train` (see the README)."
+            )
+        stages[role] = load_stage(path, device=device, dtype=dtype, role=role)
+    enc = load_text_encoder(stages["base"].config.text_encoder, device=device)
+    return Cascade(enc, stages["base"], stages["tsr"], stages["ssr"], options=dict(FAST_OPTIONS if fast else DEFAULT_OPTIONS))

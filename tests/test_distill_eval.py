@@ -1,0 +1,228 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_unet
+
+from cascade.config import StageConfig
+from cascade.data.detector import detect
+from cascade.data.shapes import HELD_OUT, Attributes, all_attributes, caption, render_clip
+from cascade.demo import DEMO_FILES
+from cascade.distill import DistillConfig, distill, guided_student_from, round_schedule
+from cascade.evaluate import EvalConfig, evaluate, psnr, ssim
+from cascade.stage import Stage, load_stage
+from cascade.text import TextEmbedding
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def minilm_stage(role, seed=0, **kw) -> Stage:
+    cond = {"base": 4, "ssr": 3, "tsr": 4}[role]
+    extra = {"ssr": {"spatial_factor": 2.0, "height": 16, "width": 16}, "tsr": {"temporal_factor": 2}}.get(role, {})
+    fields = {
+        "frames": 4,
+        "height": 8,
+        "width": 8,
+        "text_dim": 384,
+        "text_encoder": "sentence-transformers/all-MiniLM-L6-v2",
+        "continuation": role == "base",
+        **extra,
+        **kw,
+    }
+    cfg = StageConfig(role=role, unet=tiny_unet(cond_channels=cond, aug_cond=True, text_dim=384), **fields)
+    stage = Stage(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in stage.net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return stage
+
+
+def test_round_schedule():
+    assert round_schedule(64, 8) == [32, 16, 8]
+    assert round_schedule(16, 2) == [8, 4, 2]
+    with pytest.raises(ValueError, match="power of two"):
+        DistillConfig(teacher="x", teacher_steps=48, target_steps=8)
+
+
+def test_guided_student_starts_as_the_conditional_teacher():
+    teacher = minilm_stage("base")
+    student = guided_student_from(teacher)
+    assert student.config.unet.guidance_cond
+    z = torch.randn(1, 3, 4, 8, 8)
+    cond = torch.zeros(1, 4, 4, 8, 8)
+    t = TextEmbedding(torch.randn(1, 3, 384), torch.ones(1, 3, dtype=torch.bool), torch.randn(1, 384))
+    a = teacher.net(z, torch.zeros(1), text=t, cond=cond, aug_logsnr=torch.ones(1))
+    b = student.net(z, torch.zeros(1), text=t, cond=cond, aug_logsnr=torch.ones(1), guidance=torch.full((1,), 5.0))
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("role", ["base", "tsr", "ssr"])
+def test_distill_writes_students_that_record_what_they_were_distilled_for(tmp_path, role):
+    teacher = minilm_stage(role)
+    teacher.save(tmp_path / "teacher.safetensors")
+    cfg = DistillConfig(
+        teacher=str(tmp_path / "teacher.safetensors"),
+        out=str(tmp_path / "out"),
+        teacher_steps=8,
+        target_steps=2,
+        guided_steps=2,
+        steps_per_round=2,
+        batch=2,
+        w_min=0.0,
+        w_max=4.0,
+        log_every=1,
+    )
+    paths = distill(cfg)
+    assert [p.name for p in paths] == ["student_8step.safetensors", "student_4step.safetensors", "student_2step.safetensors"]
+    st = load_stage(paths[-1], role=role)
+    d = st.config.distillation
+    assert d.steps == (2,) and d.guided and (d.w_min, d.w_max) == (0.0, 4.0) and d.teacher == "teacher.safetensors"
+    assert d.teacher_steps == 8 and d.sampler == "distilled_stochastic"
+    log = [json.loads(x) for x in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert {r["round"] for r in log} == {"guided", "4-step", "2-step"}
+    # resuming skips finished rounds
+    assert distill(cfg) == []
+
+
+def test_progressive_round_reduces_the_distillation_loss(tmp_path):
+    """A round of progressive distillation makes the student match two teacher steps far better
+    (the logged loss is the weighted distance to the two-step target on fresh batches)."""
+    from cascade.distill import _Distiller
+
+    teacher = minilm_stage("tsr")
+    teacher.save(tmp_path / "t.safetensors")
+    cfg = DistillConfig(
+        teacher=str(tmp_path / "t.safetensors"),
+        out=str(tmp_path / "o"),
+        teacher_steps=4,
+        target_steps=2,
+        guided_steps=1,
+        steps_per_round=150,
+        batch=2,
+        lr=2e-3,
+        log_every=25,
+    )
+    d = _Distiller(cfg)
+    d.progressive(guided_student_from(d.teacher), 2)
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 6 and losses[-1] < 0.5 * losses[0], losses
+
+
+def test_detector_reads_ground_truth_and_rejects_blank():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    ok = 0
+    attrs = all_attributes()
+    for i in range(60):
+        a = attrs[(i * 7) % len(attrs)]
+        d = detect(render_clip(a, frames=16, size=32, rng=rng, frame_step=2), frame_step=2)
+        ok += d.as_tuple() == a.as_tuple()
+    assert ok >= 59
+    assert detect(np.zeros((8, 32, 32, 3), dtype=np.uint8)).as_tuple() == (None, None, None, None)
+
+
+def test_vocabulary_and_held_out_split():
+    held = all_attributes("held_out")
+    assert len(held) == 12 and all(a.held_out for a in held)
+    assert len(HELD_OUT) / 60 == pytest.approx(0.1)
+    train = all_attributes("train")
+    for i, field in enumerate(("colour", "shape", "direction")):
+        assert {getattr(a, field) for a in train} == {getattr(a, field) for a in all_attributes()}
+    assert caption(Attributes("red", "circle", "right", "quickly"), 0) == "a red circle moving right quickly"
+
+
+def test_psnr_ssim():
+    a = torch.rand(1, 3, 2, 16, 16)
+    assert psnr(a, a) > 100 and ssim(a, a) == pytest.approx(1.0, abs=1e-4)
+    assert psnr(a, (a + 0.1).clamp(0, 1)) < 25 and ssim(a, torch.rand_like(a)) < 0.5
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("demo")
+    for role in ("base", "tsr", "ssr"):
+        minilm_stage(role).save(d / DEMO_FILES[role])
+        st = guided_student_from(minilm_stage(role))
+        from cascade.config import DistillationInfo
+
+        Stage(st.config.replace(distillation=DistillationInfo(steps=(8,), w_max=8.0)), st.net).save(
+            d / DEMO_FILES[role + "_distilled"]
+        )
+    return d
+
+
+def test_evaluate_writes_results_and_report(tmp_path, demo_dir):
+    r = evaluate(EvalConfig(models=str(demo_dir), out=str(tmp_path / "eval"), samples=2, w_values=(0.0, 4.0), batch=2))
+    assert r["detector"]["base 32px 16f"]["all"] == 1.0
+    assert set(r["base"]) == {"w=0", "w=4"} and r["base"]["w=4"]["seen"]["n"] == 2
+    assert {"psnr", "bicubic_psnr", "consistency_psnr"} <= set(r["ssr"])
+    assert {"psnr_inserted", "blend_psnr_inserted", "repeat_psnr_inserted"} <= set(r["tsr"])
+    assert r["distilled"]["base teacher"]["nfe_per_video"] == 64 and r["distilled"]["base student 8-step"]["nfe_per_video"] == 8
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "Base prompt adherence" in report and "SSR x2" in report and "Distilled students" in report
+    assert (tmp_path / "eval" / "base_seen.png").exists()
+
+
+def test_generate_command_writes_a_playable_video(tmp_path, demo_dir):
+    from cascade.video_io import read_video
+
+    out = tmp_path / "out.mp4"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cascade",
+            "generate",
+            "a red circle moving right",
+            "-o",
+            str(out),
+            "--models",
+            str(demo_dir),
+            "--steps",
+            "2",
+            "--sr-steps",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+    )
+    assert r.returncode == 0, r.stderr
+    frames, fps = read_video(out)
+    assert frames.shape == (8, 16, 16, 3) and fps == pytest.approx(8.0)  # base 4 frames x2 (TSR), 8px x2 (SSR)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cascade",
+            "generate",
+            "a red circle",
+            "-o",
+            str(tmp_path / "f.mp4"),
+            "--models",
+            str(demo_dir),
+            "--fast",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "cascade", "generate", " ", "-o", str(tmp_path / "e.mp4"), "--models", str(demo_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 2 and "Empty prompt" in r.stderr
