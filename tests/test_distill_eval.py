@@ -131,7 +131,7 @@ def test_vocabulary_and_held_out_split():
     assert len(held) == 12 and all(a.held_out for a in held)
     assert len(HELD_OUT) / 60 == pytest.approx(0.1)
     train = all_attributes("train")
-    for i, field in enumerate(("colour", "shape", "direction")):
+    for field in ("colour", "shape", "direction"):
         assert {getattr(a, field) for a in train} == {getattr(a, field) for a in all_attributes()}
     assert caption(Attributes("red", "circle", "right", "quickly"), 0) == "a red circle moving right quickly"
 
