@@ -1,4 +1,32 @@
-"""ComfyUI adapters: the only code in the pack that imports comfy.*, folder_paths or server."""
+"""ComfyUI adapters: the only code in the pack that imports comfy.*, folder_paths or server.
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+Node ids (the keys below), input names, types and order are a public contract: saved workflows
+must keep loading. Add inputs at the end with defaults that keep old behaviour; retire nodes as
+deprecated, never delete them (see CHANGELOG.md).
+"""
+
+from . import adapter
+from .loaders import ImagenVideoModelLoader, ImagenVideoTextEncode, ImagenVideoTextEncoderLoader
+from .stages import ImagenVideoDistilledSampler, ImagenVideoSampler, ImagenVideoSpatialSR, ImagenVideoTemporalSR
+
+adapter.register_folders()
+
+NODE_CLASS_MAPPINGS = {
+    "ImagenVideoModelLoader": ImagenVideoModelLoader,
+    "ImagenVideoTextEncoderLoader": ImagenVideoTextEncoderLoader,
+    "ImagenVideoTextEncode": ImagenVideoTextEncode,
+    "ImagenVideoSampler": ImagenVideoSampler,
+    "ImagenVideoSpatialSR": ImagenVideoSpatialSR,
+    "ImagenVideoTemporalSR": ImagenVideoTemporalSR,
+    "ImagenVideoDistilledSampler": ImagenVideoDistilledSampler,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "ImagenVideoModelLoader": "Load Imagen Video Stage (IV)",
+    "ImagenVideoTextEncoderLoader": "Load Imagen Video Text Encoder (IV)",
+    "ImagenVideoTextEncode": "Imagen Video Text Encode (IV)",
+    "ImagenVideoSampler": "Imagen Video Base Sampler (IV)",
+    "ImagenVideoSpatialSR": "Imagen Video Spatial Super-Resolution (IV)",
+    "ImagenVideoTemporalSR": "Imagen Video Temporal Super-Resolution (IV)",
+    "ImagenVideoDistilledSampler": "Imagen Video Distilled Sampler (IV)",
+}

@@ -1,0 +1,176 @@
+"""The one adapter between the pack and ComfyUI's modules (folder_paths, comfy.utils,
+comfy.model_management, comfy.model_patcher), with plain fallbacks so the nodes also run
+(and are tested) without ComfyUI installed."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_MODELS = PACK_DIR / "models"
+FOLDER = "imagen_video"
+TEXT_FOLDER = "text_encoders"
+
+try:  # inside ComfyUI
+    import comfy.model_management as mm
+    import comfy.utils as comfy_utils
+    import folder_paths
+
+    IN_COMFYUI = True
+except ImportError:  # standalone (tests, scripts)
+    mm = comfy_utils = folder_paths = None
+    IN_COMFYUI = False
+
+
+class Interrupted(Exception):
+    """Raised by the standalone fallback when :func:`request_interrupt` was called."""
+
+
+_standalone_interrupt = False
+
+
+def request_interrupt(value: bool = True) -> None:
+    """Standalone stand-in for ComfyUI's Cancel button (used by tests)."""
+    global _standalone_interrupt
+    _standalone_interrupt = value
+
+
+def register_folders() -> None:
+    """``models/imagen_video`` (ComfyUI's models dir plus the pack's own demo models), safetensors only."""
+    if not IN_COMFYUI:
+        return
+    paths = [os.path.join(folder_paths.models_dir, FOLDER), str(PACK_MODELS / FOLDER)]
+    known = folder_paths.folder_names_and_paths.get(FOLDER)
+    if known is not None:
+        paths = list(dict.fromkeys(list(known[0]) + paths))
+    folder_paths.folder_names_and_paths[FOLDER] = (paths, {".safetensors"})
+
+
+def list_models() -> list[str]:
+    if IN_COMFYUI:
+        return folder_paths.get_filename_list(FOLDER)
+    root = PACK_MODELS / FOLDER
+    return sorted(p.name for p in root.glob("*.safetensors")) if root.exists() else []
+
+
+def model_path(name: str) -> str:
+    if IN_COMFYUI:
+        path = folder_paths.get_full_path(FOLDER, name)
+    else:
+        path = str(PACK_MODELS / FOLDER / name)
+        path = path if os.path.exists(path) else None
+    if not path:
+        raise FileNotFoundError(
+            f"Model file {name!r} not found in models/{FOLDER}. Put Imagen Video stage files (.safetensors) there "
+            "and press 'r' to refresh the list; the demo cascade ships in the pack's models/imagen_video folder."
+        )
+    return path
+
+
+def list_text_encoders() -> list[str]:
+    """T5 encoder files and Hugging Face encoder folders under models/text_encoders."""
+    if not IN_COMFYUI:
+        return []
+    names = [n for n in folder_paths.get_filename_list(TEXT_FOLDER) if n.endswith(".safetensors")]
+    for root in folder_paths.get_folder_paths(TEXT_FOLDER):
+        if os.path.isdir(root):
+            names += sorted(d + "/" for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "config.json")))
+    return names
+
+
+def text_encoder_path(name: str) -> str:
+    if IN_COMFYUI:
+        if name.endswith("/"):
+            for root in folder_paths.get_folder_paths(TEXT_FOLDER):
+                p = os.path.join(root, name.rstrip("/"))
+                if os.path.isdir(p):
+                    return p
+        else:
+            p = folder_paths.get_full_path(TEXT_FOLDER, name)
+            if p:
+                return p
+    if os.path.exists(name):
+        return name
+    raise FileNotFoundError(f"Text encoder {name!r} not found in models/{TEXT_FOLDER}.")
+
+
+def comfy_t5_tokenizer() -> str | None:
+    """ComfyUI ships the T5 tokenizer (not the weights) in comfy/text_encoders/t5_tokenizer."""
+    if not IN_COMFYUI:
+        return None
+    import comfy.text_encoders
+
+    path = Path(comfy.text_encoders.__file__).parent / "t5_tokenizer"
+    return str(path) if path.is_dir() else None
+
+
+def torch_device(choice: str = "default") -> torch.device:
+    if choice == "cpu":
+        return torch.device("cpu")
+    if IN_COMFYUI:
+        return mm.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device() -> torch.device:
+    return mm.unet_offload_device() if IN_COMFYUI else torch.device("cpu")
+
+
+def intermediate_device() -> torch.device:
+    return mm.intermediate_device() if IN_COMFYUI else torch.device("cpu")
+
+
+def check_interrupt() -> None:
+    if IN_COMFYUI:
+        mm.throw_exception_if_processing_interrupted()
+    elif _standalone_interrupt:
+        raise Interrupted("Processing interrupted")
+
+
+def make_patcher(module: torch.nn.Module, load_device: torch.device):
+    """A ComfyUI ModelPatcher so the model is loaded on demand and offloaded when others need memory."""
+    if not IN_COMFYUI:
+        return None
+    import comfy.model_patcher
+
+    return comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_device())
+
+
+def load_to_device(patcher, module: torch.nn.Module, device: torch.device) -> None:
+    if patcher is not None:
+        mm.load_models_gpu([patcher])
+    else:
+        module.to(device)
+
+
+def soft_empty_cache() -> None:
+    if IN_COMFYUI:
+        mm.soft_empty_cache()
+
+
+class Progress:
+    """ComfyUI progress bar with previews; Cancel takes effect on every update."""
+
+    def __init__(self, total: int, node_id=None):
+        self.total, self.done = max(1, int(total)), 0
+        self.bar = comfy_utils.ProgressBar(self.total, node_id=node_id) if IN_COMFYUI else None
+
+    def update(self, done: int, preview=None) -> None:
+        self.done = min(done, self.total)
+        check_interrupt()
+        if self.bar is not None:
+            self.bar.update_absolute(self.done, self.total, preview)
+
+
+def temp_directory() -> Path:
+    if IN_COMFYUI:
+        return Path(folder_paths.get_temp_directory())
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "imagen_video_previews"

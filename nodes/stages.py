@@ -1,0 +1,584 @@
+"""Stage nodes: base sampler, spatial and temporal super-resolution, and the distilled fast path.
+
+Each node reads its widgets, builds :class:`SamplingOptions`, calls one library function and
+converts at the boundary. Frames travel as IMAGE ``[frames, H, W, 3]`` with an ``fps`` FLOAT.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import numpy as np
+import torch
+
+from ..cascade.pipeline import SamplingOptions, generate, upsample_spatial, upsample_temporal
+from ..cascade.samplers import SAMPLERS
+from . import adapter
+from .convert import conditioning_to_text, image_to_video, video_to_image
+from .models import MODEL_TYPE, ImagenVideoModel
+
+CATEGORY = "Imagen Video"
+MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
+FRAME_COUNT_MODES = ["imagen", "interpolate"]
+THRESHOLDING = ["dynamic", "static", "none"]
+
+# shared widget definitions (names and defaults are part of the public contract)
+SEED = (
+    "INT",
+    {
+        "default": 0,
+        "min": 0,
+        "max": MAX_SEED,
+        "control_after_generate": True,
+        "tooltip": "Same seed and inputs give the same video.",
+    },
+)
+NOISE_AUG = (
+    "FLOAT",
+    {
+        "default": 0.3,
+        "min": 0.0,
+        "max": 1.0,
+        "step": 0.01,
+        "tooltip": "Noise conditioning augmentation of the input video (0 = none; 0.3 ~ SNR 4, the paper's 3-5). "
+        "Removes artifacts of the previous stage while keeping its structure.",
+    },
+)
+POSITIVE = (
+    "CONDITIONING",
+    {"tooltip": "The prompt (ImagenVideoTextEncode, or core CLIPTextEncode with the T5 the stage was trained with)."},
+)
+NEGATIVE = (
+    "CONDITIONING",
+    {"tooltip": "Optional negative prompt; without it the model's learned null embedding is the unconditional branch."},
+)
+GUIDANCE = (
+    "FLOAT",
+    {
+        "default": 4.0,
+        "min": 0.0,
+        "max": 30.0,
+        "step": 0.1,
+        "tooltip": "Guidance weight w in Imagen Video's convention: (1+w)*cond - w*uncond. 0 = no guidance; "
+        "ComfyUI's cfg scale = 1 + w (the paper's w = 6 is cfg 7).",
+    },
+)
+SR_GUIDANCE = ("FLOAT", {**GUIDANCE[1], "default": 1.0})
+
+
+def _preview(x0: torch.Tensor):
+    """A JPEG strip of up to 4 frames of the current x0 prediction (pixel space: no decoder needed)."""
+    from PIL import Image
+
+    v = x0[0].detach().float().cpu()  # (3, T, H, W)
+    idx = np.linspace(0, v.shape[1] - 1, min(4, v.shape[1])).round().astype(int)
+    strip = torch.cat([v[:, i] for i in idx], dim=-1)
+    img = ((strip.permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).byte().numpy()
+    return ("JPEG", Image.fromarray(img), 512)
+
+
+def _progress(node_id):
+    bar = {"p": None}
+
+    def progress(done, total, preview):
+        if bar["p"] is None or bar["p"].total != total:
+            bar["p"] = adapter.Progress(total, node_id)
+        bar["p"].update(done, _preview(preview) if preview is not None else None)
+
+    return progress
+
+
+def _ui_animation(images: torch.Tensor, fps: float) -> dict:
+    """Show the finished frames in the node as an animated WEBP in ComfyUI's temp folder."""
+    from PIL import Image
+
+    folder = adapter.temp_directory()
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"imagen_video_{uuid.uuid4().hex[:12]}.webp"
+    frames = [Image.fromarray(np.clip(255.0 * f.cpu().numpy() + 0.5, 0, 255).astype(np.uint8)) for f in images]
+    frames[0].save(
+        folder / name,
+        save_all=True,
+        append_images=frames[1:],
+        duration=max(1, int(round(1000 / fps))),
+        lossless=False,
+        quality=85,
+        method=0,
+        loop=0,
+    )
+    return {
+        "images": [{"filename": name, "subfolder": "", "type": "temp"}],
+        "animated": (True,),
+        "imagen_video_info": [
+            {"frames": int(images.shape[0]), "width": int(images.shape[2]), "height": int(images.shape[1]), "fps": float(fps)}
+        ],
+    }
+
+
+def _text(model: ImagenVideoModel, positive, negative):
+    text = conditioning_to_text(positive, "positive")
+    neg = conditioning_to_text(negative, "negative") if negative is not None else None
+    model.stage.check_text(text)  # refuses a width the stage was not trained with, before heavy work
+    model.stage.check_text(neg)
+    if neg is not None and model.stage.config.is_distilled:
+        raise ValueError("Distilled students have guidance baked in and take no negative prompt; disconnect negative.")
+    return text, neg
+
+
+def _check_fps(fps: float) -> float:
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number; received {fps!r}.")
+    return float(fps)
+
+
+def _result(video: torch.Tensor, fps: float | None):
+    images = video_to_image(video, adapter.intermediate_device())
+    out = (images,) if fps is None else (images, fps)
+    return {"ui": _ui_animation(images, fps or 8.0), "result": out}
+
+
+class ImagenVideoSampler:
+    DESCRIPTION = (
+        "The base stage of Imagen Video: text -> a short low-resolution video (the demo: 16 frames of 32x32 at 4 fps). "
+        "Follow it with ImagenVideoTemporalSR / ImagenVideoSpatialSR, or any node that takes IMAGE."
+    )
+    CATEGORY = f"{CATEGORY}/sampling"
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("images", "fps")
+    OUTPUT_TOOLTIPS = ("The frames (an IMAGE batch).", "Their frame rate.")
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "A base stage (ImagenVideoModelLoader)."}),
+                "positive": POSITIVE,
+                "frames": (
+                    "INT",
+                    {"default": 16, "min": 1, "max": 1024, "tooltip": "Number of frames (the demo base was trained on 16)."},
+                ),
+                "width": (
+                    "INT",
+                    {
+                        "default": 32,
+                        "min": 4,
+                        "max": 4096,
+                        "step": 4,
+                        "tooltip": "Width in pixels (a multiple of the model's size multiple).",
+                    },
+                ),
+                "height": ("INT", {"default": 32, "min": 4, "max": 4096, "step": 4, "tooltip": "Height in pixels."}),
+                "fps": (
+                    "FLOAT",
+                    {"default": 4.0, "min": 0.1, "max": 240.0, "step": 0.1, "tooltip": "Frame rate passed on with the frames."},
+                ),
+                "seed": SEED,
+                "steps": (
+                    "INT",
+                    {"default": 32, "min": 1, "max": 1000, "tooltip": "Sampling steps (the paper: 256 for the base)."},
+                ),
+                "guidance": GUIDANCE,
+                "sampler_name": (
+                    list(SAMPLERS),
+                    {
+                        "default": "ddim",
+                        "tooltip": "ddim (deterministic), ancestral (the paper's default), or distilled_stochastic.",
+                    },
+                ),
+                "oscillating_guidance": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "The paper's oscillating guidance: guidance for the first quarter of the steps, then alternating guidance / guidance_low.",
+                    },
+                ),
+                "guidance_low": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.0,
+                        "max": 30.0,
+                        "step": 0.1,
+                        "tooltip": "The low weight of oscillating guidance (paper: 15 / 1).",
+                    },
+                ),
+                "thresholding": (
+                    THRESHOLDING,
+                    {
+                        "default": "dynamic",
+                        "tooltip": "dynamic: Imagen's dynamic thresholding (p = 0.995, one scale per video); static: clip to [-1, 1].",
+                    },
+                ),
+            },
+            "optional": {"negative": NEGATIVE},
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def sample(
+        self,
+        model,
+        positive,
+        frames,
+        width,
+        height,
+        fps,
+        seed,
+        steps,
+        guidance,
+        sampler_name,
+        oscillating_guidance=False,
+        guidance_low=1.0,
+        thresholding="dynamic",
+        negative=None,
+        unique_id=None,
+    ):
+        model.require("base", "ImagenVideoSampler")
+        fps = _check_fps(fps)
+        text, neg = _text(model, positive, negative)
+        opts = SamplingOptions(
+            steps=steps,
+            sampler=sampler_name,
+            guidance=guidance,
+            oscillate=oscillating_guidance,
+            guidance_low=guidance_low,
+            thresholding=thresholding,
+            seed=seed,
+        )
+        stage = model.ready()
+        video = generate(
+            stage, text, frames=frames, height=height, width=width, options=opts, negative=neg, progress=_progress(unique_id)
+        )
+        return _result(video, fps)
+
+
+class ImagenVideoSpatialSR:
+    DESCRIPTION = (
+        "Spatial super-resolution (SSR): upsamples every frame of any video by the model (the demo: x2). Any frame count and size; "
+        "long videos run in overlapping temporal windows and large ones in spatial tiles, fused at every step (no seams)."
+    )
+    CATEGORY = f"{CATEGORY}/super-resolution"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    FUNCTION = "upscale"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "An SSR stage."}),
+                "images": ("IMAGE", {"tooltip": "Frames from any node (our stages, LoadVideo, an interpolator...)."}),
+                "positive": POSITIVE,
+                "scale": (
+                    "FLOAT",
+                    {
+                        "default": 2.0,
+                        "min": 1.0,
+                        "max": 8.0,
+                        "step": 0.25,
+                        "tooltip": "Upscale factor (the model's own factor gives the best results).",
+                    },
+                ),
+                "noise_augmentation": NOISE_AUG,
+                "seed": SEED,
+                "steps": (
+                    "INT",
+                    {"default": 16, "min": 1, "max": 1000, "tooltip": "Sampling steps (the paper: 128 for SR stages)."},
+                ),
+                "guidance": SR_GUIDANCE,
+            },
+            "optional": {
+                "negative": NEGATIVE,
+                "window_frames": (
+                    "INT",
+                    {
+                        "default": 16,
+                        "min": 2,
+                        "max": 1024,
+                        "tooltip": "Frames per temporal window (overlap 4); memory is bounded by the window.",
+                    },
+                ),
+                "tile_size": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 4096,
+                        "step": 8,
+                        "tooltip": "Spatial tile size in output pixels; 0 = automatic (tiles only when the frame is large).",
+                    },
+                ),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def upscale(
+        self,
+        model,
+        images,
+        positive,
+        scale,
+        noise_augmentation,
+        seed,
+        steps,
+        guidance,
+        negative=None,
+        window_frames=16,
+        tile_size=0,
+        unique_id=None,
+    ):
+        model.require("ssr", "ImagenVideoSpatialSR")
+        video = image_to_video(images)
+        text, neg = _text(model, positive, negative)
+        opts = SamplingOptions(steps=steps, guidance=guidance, aug_level=noise_augmentation, seed=seed)
+        return _result(_run_ssr(model, video, text, neg, scale, opts, window_frames, tile_size, unique_id), None)
+
+
+def _auto_tile(h: int, w: int, device: torch.device) -> int:
+    """Tile only when a frame is large: budget ~256x256 output pixels per tile on the CPU, 1024x1024 on a GPU."""
+    limit = 1024 if device.type == "cuda" else 256
+    return 0 if max(h, w) <= limit else limit
+
+
+def _run_ssr(model, video, text, neg, scale, opts, window_frames, tile_size, unique_id):
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale >= 1):
+        raise ValueError(f"scale must be >= 1; received {scale!r}.")
+    out_h, out_w = round(video.shape[-2] * scale), round(video.shape[-1] * scale)
+    if out_h * out_w > 8192 * 8192:
+        raise ValueError(f"The output would be {out_w}x{out_h}: too large. Lower the scale.")
+    stage = model.ready()
+    tile = tile_size or _auto_tile(out_h, out_w, model.device)
+    while True:
+        try:
+            return upsample_spatial(
+                stage,
+                video,
+                text,
+                size=(out_h, out_w),
+                options=opts,
+                negative=neg,
+                window=window_frames,
+                overlap=min(4, window_frames - 1),
+                tile=tile,
+                progress=_progress(unique_id),
+            )
+        except torch.OutOfMemoryError:
+            adapter.soft_empty_cache()
+            tile = (tile or max(out_h, out_w)) // 2
+            if tile < 32:
+                raise
+            window_frames = max(4, window_frames // 2)
+
+
+class ImagenVideoTemporalSR:
+    DESCRIPTION = (
+        "Temporal super-resolution (TSR): inserts frames between the frames of any video (the demo: x2 frame rate). "
+        "frame_count_mode 'imagen' gives N*m frames (the paper), 'interpolate' gives (N-1)*m+1 like frame interpolators."
+    )
+    CATEGORY = f"{CATEGORY}/super-resolution"
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("images", "fps")
+    OUTPUT_TOOLTIPS = ("The frames at the higher rate.", "fps x multiplier.")
+    FUNCTION = "interpolate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "A TSR stage."}),
+                "images": ("IMAGE", {"tooltip": "Frames from any node."}),
+                "fps": (
+                    "FLOAT",
+                    {
+                        "default": 4.0,
+                        "min": 0.1,
+                        "max": 240.0,
+                        "step": 0.1,
+                        "tooltip": "Frame rate of the input (connect the previous stage's fps).",
+                    },
+                ),
+                "positive": POSITIVE,
+                "multiplier": (
+                    "INT",
+                    {
+                        "default": 2,
+                        "min": 1,
+                        "max": 16,
+                        "tooltip": "Frame-rate multiplier: a power of the model's factor (x2 model: 2, 4, 8...).",
+                    },
+                ),
+                "frame_count_mode": (
+                    FRAME_COUNT_MODES,
+                    {
+                        "default": "imagen",
+                        "tooltip": "imagen: N*m frames (the paper); interpolate: (N-1)*m+1 (RIFE/FILM convention).",
+                    },
+                ),
+                "noise_augmentation": NOISE_AUG,
+                "seed": SEED,
+                "steps": ("INT", {"default": 16, "min": 1, "max": 1000, "tooltip": "Sampling steps."}),
+                "guidance": SR_GUIDANCE,
+            },
+            "optional": {
+                "negative": NEGATIVE,
+                "window_frames": (
+                    "INT",
+                    {"default": 32, "min": 4, "max": 1024, "tooltip": "Output frames per temporal window (overlap 8)."},
+                ),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def interpolate(
+        self,
+        model,
+        images,
+        fps,
+        positive,
+        multiplier,
+        frame_count_mode,
+        noise_augmentation,
+        seed,
+        steps,
+        guidance,
+        negative=None,
+        window_frames=32,
+        unique_id=None,
+    ):
+        model.require("tsr", "ImagenVideoTemporalSR")
+        fps = _check_fps(fps)
+        video = image_to_video(images)
+        text, neg = _text(model, positive, negative)
+        opts = SamplingOptions(steps=steps, guidance=guidance, aug_level=noise_augmentation, seed=seed)
+        out = _run_tsr(model, video, text, neg, multiplier, frame_count_mode, opts, window_frames, unique_id)
+        return _result(out, fps * multiplier)
+
+
+def _run_tsr(model, video, text, neg, multiplier, mode, opts, window_frames, unique_id):
+    if mode not in FRAME_COUNT_MODES:
+        raise ValueError(f"frame_count_mode must be one of {FRAME_COUNT_MODES}; received {mode!r}.")
+    if multiplier == 1:
+        return video
+    stage = model.ready()
+    return upsample_temporal(
+        stage,
+        video,
+        text,
+        multiplier=multiplier,
+        mode=mode,
+        options=opts,
+        negative=neg,
+        window=window_frames,
+        overlap=min(8, window_frames // 4),
+        progress=_progress(unique_id),
+    )
+
+
+class ImagenVideoDistilledSampler:
+    DESCRIPTION = (
+        "The fast path: runs a guided-distilled student of ANY stage (base, SSR or TSR) in 8 (or 4/2/1) steps with one network "
+        "evaluation per step (guidance is baked in). Base students use frames/width/height/fps; SR students need images."
+    )
+    CATEGORY = f"{CATEGORY}/sampling"
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("images", "fps")
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "A distilled student (…_distilled_8step.safetensors) of any stage."}),
+                "positive": POSITIVE,
+                "seed": SEED,
+                "steps": (
+                    "INT",
+                    {
+                        "default": 8,
+                        "min": 1,
+                        "max": 64,
+                        "tooltip": "Must be a step count the student was distilled for (see its file).",
+                    },
+                ),
+                "guidance": GUIDANCE,
+                "sampler_name": (
+                    ["distilled_stochastic", "ddim"],
+                    {
+                        "default": "distilled_stochastic",
+                        "tooltip": "distilled_stochastic: Imagen Video's 2x-down/1x-up sampler; ddim: deterministic.",
+                    },
+                ),
+            },
+            "optional": {
+                "images": ("IMAGE", {"tooltip": "Input frames (SSR / TSR students)."}),
+                "fps": (
+                    "FLOAT",
+                    {
+                        "default": 4.0,
+                        "min": 0.1,
+                        "max": 240.0,
+                        "step": 0.1,
+                        "tooltip": "Base: output frame rate. TSR: input frame rate.",
+                    },
+                ),
+                "frames": ("INT", {"default": 16, "min": 1, "max": 1024, "tooltip": "Base students: number of frames."}),
+                "width": ("INT", {"default": 32, "min": 4, "max": 4096, "step": 4, "tooltip": "Base students: width."}),
+                "height": ("INT", {"default": 32, "min": 4, "max": 4096, "step": 4, "tooltip": "Base students: height."}),
+                "scale": (
+                    "FLOAT",
+                    {"default": 2.0, "min": 1.0, "max": 8.0, "step": 0.25, "tooltip": "SSR students: upscale factor."},
+                ),
+                "multiplier": ("INT", {"default": 2, "min": 1, "max": 16, "tooltip": "TSR students: frame-rate multiplier."}),
+                "frame_count_mode": (
+                    FRAME_COUNT_MODES,
+                    {"default": "imagen", "tooltip": "TSR students: N*m or (N-1)*m+1 frames."},
+                ),
+                "noise_augmentation": NOISE_AUG,
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def sample(
+        self,
+        model,
+        positive,
+        seed,
+        steps,
+        guidance,
+        sampler_name,
+        images=None,
+        fps=4.0,
+        frames=16,
+        width=32,
+        height=32,
+        scale=2.0,
+        multiplier=2,
+        frame_count_mode="imagen",
+        noise_augmentation=0.3,
+        unique_id=None,
+    ):
+        cfg = model.stage.config
+        if not cfg.is_distilled:
+            raise ValueError(
+                f"{model.name} is not a distilled student. Use ImagenVideoSampler / ImagenVideoSpatialSR / ImagenVideoTemporalSR "
+                "for undistilled stages, or load a *_distilled_*.safetensors file here."
+            )
+        if steps not in cfg.distillation.steps:
+            raise ValueError(
+                f"{model.name} was distilled for {'/'.join(map(str, cfg.distillation.steps))} steps; received {steps}. Set steps accordingly."
+            )
+        fps = _check_fps(fps)
+        text, _ = _text(model, positive, None)
+        opts = SamplingOptions(steps=steps, sampler=sampler_name, guidance=guidance, aug_level=noise_augmentation, seed=seed)
+        if cfg.role == "base":
+            video = generate(
+                model.ready(), text, frames=frames, height=height, width=width, options=opts, progress=_progress(unique_id)
+            )
+            return _result(video, fps)
+        if images is None:
+            raise ValueError(f"{model.name} is a {cfg.describe()} student: connect the input frames to images.")
+        video = image_to_video(images)
+        if cfg.role == "ssr":
+            return _result(_run_ssr(model, video, text, None, scale, opts, 16, 0, unique_id), fps)
+        return _result(_run_tsr(model, video, text, None, multiplier, frame_count_mode, opts, 32, unique_id), fps * multiplier)

@@ -1,0 +1,287 @@
+"""Writes example_workflows/*.json (UI format) from compact descriptions.
+
+Run ``python tests/make_example_workflows.py`` after changing a node's inputs; the tests check that
+every example validates against the node schemas. Widget values are laid out from the schemas,
+so they always match the nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from packimport import ROOT, load_pack  # noqa: E402
+from workflows import core_schema, is_widget, pack_schema  # noqa: E402
+
+OUT = ROOT / "example_workflows"
+BASE, TSR, SSR = "demo_base_16f_32px.safetensors", "demo_tsr_x2_32px.safetensors", "demo_ssr_x2_64px.safetensors"
+BASE_D = "demo_base_16f_32px_distilled_8step.safetensors"
+TSR_D = "demo_tsr_x2_32px_distilled_8step.safetensors"
+SSR_D = "demo_ssr_x2_64px_distilled_8step.safetensors"
+PROMPT = "a red circle moving right quickly"
+
+
+class Graph:
+    def __init__(self, schemas):
+        self.schemas, self.nodes, self.links, self.groups, self.notes = schemas, [], [], [], []
+
+    def add(self, type_, pos, widgets=None, inputs=None, size=None, title=None):
+        """``widgets``: {name: value} (defaults from the schema otherwise); ``inputs``: {name: (node, output_index)}."""
+        sch = self.schemas[type_]
+        widgets, inputs = widgets or {}, inputs or {}
+        nid = len(self.nodes) + 1
+        node = {
+            "id": nid,
+            "type": type_,
+            "pos": list(pos),
+            "size": list(size or [300, 120]),
+            "flags": {},
+            "order": nid - 1,
+            "mode": 0,
+            "inputs": [],
+            "outputs": [],
+            "properties": {"Node name for S&R": type_},
+            "widgets_values": [],
+        }
+        if title:
+            node["title"] = title
+        for e in sch["inputs"]:
+            if is_widget(e):
+                v = widgets.get(e["name"], e.get("default"))
+                node["widgets_values"].append(v)
+                if e.get("control_after_generate"):
+                    node["widgets_values"].append("fixed")
+                if e["name"] in inputs:  # a widget driven by a link (e.g. fps)
+                    node["inputs"].append({"name": e["name"], "type": e["type"], "widget": {"name": e["name"]}, "link": None})
+            else:
+                node["inputs"].append(
+                    {"name": e["name"], "type": e["type"], "link": None, **({"shape": 7} if e["section"] == "optional" else {})}
+                )
+        for i, (t, name) in enumerate(zip(sch["outputs"], sch["output_names"])):
+            node["outputs"].append({"name": name, "type": t, "links": [], "slot_index": i})
+        self.nodes.append(node)
+        for name, (src, slot) in inputs.items():
+            self.connect(src, slot, node, name)
+        return node
+
+    def connect(self, src, slot, dst, name):
+        lid = len(self.links) + 1
+        dst_slot = next(i for i, inp in enumerate(dst["inputs"]) if inp["name"] == name)
+        typ = src["outputs"][slot]["type"]
+        self.links.append([lid, src["id"], slot, dst["id"], dst_slot, typ])
+        src["outputs"][slot]["links"].append(lid)
+        dst["inputs"][dst_slot]["link"] = lid
+
+    def note(self, text, pos, size=(420, 160)):
+        nid = len(self.nodes) + 1
+        self.nodes.append(
+            {
+                "id": nid,
+                "type": "Note",
+                "pos": list(pos),
+                "size": list(size),
+                "flags": {},
+                "order": nid - 1,
+                "mode": 0,
+                "inputs": [],
+                "outputs": [],
+                "properties": {},
+                "widgets_values": [text],
+                "color": "#432",
+                "bgcolor": "#653",
+            }
+        )
+
+    def to_json(self):
+        return {
+            "last_node_id": len(self.nodes),
+            "last_link_id": len(self.links),
+            "nodes": self.nodes,
+            "links": self.links,
+            "groups": self.groups,
+            "config": {},
+            "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}},
+            "version": 0.4,
+        }
+
+
+def text_nodes(g, x=0, y=0, prompt=PROMPT):
+    enc = g.add("ImagenVideoTextEncoderLoader", (x, y), {"encoder": "all-MiniLM-L6-v2 (embedded)"}, size=(320, 110))
+    txt = g.add("ImagenVideoTextEncode", (x, y + 160), {"text": prompt}, {"text_encoder": (enc, 0)}, size=(320, 140))
+    return txt
+
+
+def save_video(g, images, fps, pos, prefix):
+    cv = g.add("CreateVideo", pos, {"fps": 8.0}, {"images": images, "fps": fps}, size=(260, 80))
+    g.add("SaveVideo", (pos[0] + 300, pos[1]), {"filename_prefix": prefix}, {"video": (cv, 0)}, size=(320, 360))
+
+
+def cascade(schemas):
+    g = Graph(schemas)
+    txt = text_nodes(g)
+    lb = g.add("ImagenVideoModelLoader", (0, 360), {"model_name": BASE})
+    base = g.add("ImagenVideoSampler", (380, 0), {"seed": 42}, {"model": (lb, 0), "positive": (txt, 0)}, size=(320, 420))
+    lt = g.add("ImagenVideoModelLoader", (380, 460), {"model_name": TSR})
+    tsr = g.add(
+        "ImagenVideoTemporalSR",
+        (740, 0),
+        {"seed": 43},
+        {"model": (lt, 0), "images": (base, 0), "fps": (base, 1), "positive": (txt, 0)},
+        size=(320, 420),
+    )
+    ls = g.add("ImagenVideoModelLoader", (740, 460), {"model_name": SSR})
+    ssr = g.add(
+        "ImagenVideoSpatialSR",
+        (1100, 0),
+        {"seed": 44},
+        {"model": (ls, 0), "images": (tsr, 0), "positive": (txt, 0)},
+        size=(320, 380),
+    )
+    save_video(g, (ssr, 0), (tsr, 1), (1460, 0), "imagen_video/cascade")
+    g.note(
+        "Imagen Video cascade with the demo stages: text -> base (16 frames 32x32, 4 fps) -> TSR x2 (32 frames, 8 fps) -> "
+        "SSR x2 (64x64) -> SaveVideo. Every stage takes and returns IMAGE, so any of them can be swapped for another node.",
+        (0, 560),
+    )
+    return g
+
+
+def paper_7_stage(schemas):
+    """The paper's layout (base, TSR, SSR, SSR, TSR, TSR, SSR) built from the demo stages repeated."""
+    g = Graph(schemas)
+    txt = text_nodes(g)
+    lb = g.add("ImagenVideoModelLoader", (0, 360), {"model_name": BASE})
+    lt = g.add("ImagenVideoModelLoader", (0, 500), {"model_name": TSR})
+    ls = g.add("ImagenVideoModelLoader", (0, 640), {"model_name": SSR})
+    cur = g.add(
+        "ImagenVideoSampler", (380, 0), {"seed": 1, "steps": 24}, {"model": (lb, 0), "positive": (txt, 0)}, size=(300, 420)
+    )
+    img, fps = (cur, 0), (cur, 1)
+    x = 720
+    for i, kind in enumerate(["tsr", "ssr", "ssr", "tsr", "tsr", "ssr"]):
+        if kind == "tsr":
+            n = g.add(
+                "ImagenVideoTemporalSR",
+                (x, 0 if i % 2 == 0 else 460),
+                {"seed": 10 + i, "steps": 8},
+                {"model": (lt, 0), "images": img, "fps": fps, "positive": (txt, 0)},
+                size=(300, 420),
+                title=f"stage {i + 2}: TSR x2",
+            )
+            img, fps = (n, 0), (n, 1)
+        else:
+            n = g.add(
+                "ImagenVideoSpatialSR",
+                (x, 0 if i % 2 == 0 else 460),
+                {"seed": 10 + i, "steps": 8},
+                {"model": (ls, 0), "images": img, "positive": (txt, 0)},
+                size=(300, 380),
+                title=f"stage {i + 2}: SSR x2",
+            )
+            img = (n, 0)
+        x += 340
+    save_video(g, img, fps, (x, 0), "imagen_video/seven_stage")
+    g.note(
+        "The paper's 7-stage layout (base, TSR, SSR, SSR, TSR, TSR, SSR) built by repeating the demo TSR and SSR stages: "
+        "16 frames 32x32 at 4 fps -> 128 frames 256x256 at 32 fps. Heavy on a CPU (several minutes); SR stages use 8 steps here.",
+        (0, 780),
+    )
+    return g
+
+
+def distilled(schemas):
+    g = Graph(schemas)
+    txt = text_nodes(g)
+    lb = g.add("ImagenVideoModelLoader", (0, 360), {"model_name": BASE_D})
+    base = g.add("ImagenVideoDistilledSampler", (380, 0), {"seed": 42}, {"model": (lb, 0), "positive": (txt, 0)}, size=(320, 480))
+    lt = g.add("ImagenVideoModelLoader", (380, 520), {"model_name": TSR_D})
+    tsr = g.add(
+        "ImagenVideoDistilledSampler",
+        (740, 0),
+        {"seed": 43, "guidance": 1.0},
+        {"model": (lt, 0), "positive": (txt, 0), "images": (base, 0), "fps": (base, 1)},
+        size=(320, 480),
+    )
+    ls = g.add("ImagenVideoModelLoader", (740, 520), {"model_name": SSR_D})
+    ssr = g.add(
+        "ImagenVideoDistilledSampler",
+        (1100, 0),
+        {"seed": 44, "guidance": 1.0},
+        {"model": (ls, 0), "positive": (txt, 0), "images": (tsr, 0), "fps": (tsr, 1)},
+        size=(320, 480),
+    )
+    save_video(g, (ssr, 0), (ssr, 1), (1460, 0), "imagen_video/distilled")
+    g.note(
+        "The fast path: every stage is an 8-step guided-distilled student (one network evaluation per step, guidance baked in).",
+        (0, 560),
+    )
+    return g
+
+
+def ssr_swapped(schemas):
+    g = Graph(schemas)
+    txt = text_nodes(g)
+    lb = g.add("ImagenVideoModelLoader", (0, 360), {"model_name": BASE})
+    base = g.add("ImagenVideoSampler", (380, 0), {"seed": 42}, {"model": (lb, 0), "positive": (txt, 0)}, size=(320, 420))
+    lt = g.add("ImagenVideoModelLoader", (380, 460), {"model_name": TSR})
+    tsr = g.add(
+        "ImagenVideoTemporalSR",
+        (740, 0),
+        {"seed": 43},
+        {"model": (lt, 0), "images": (base, 0), "fps": (base, 1), "positive": (txt, 0)},
+        size=(320, 420),
+    )
+    up = g.add("ImageScaleBy", (1100, 0), {"upscale_method": "bicubic", "scale_by": 2.0}, {"image": (tsr, 0)}, size=(300, 100))
+    save_video(g, (up, 0), (tsr, 1), (1440, 0), "imagen_video/ssr_swapped")
+    g.note(
+        "The SSR stage swapped for core ImageScaleBy: stages exchange plain IMAGE batches, so any upscaler (or an upscale model) fits.",
+        (0, 560),
+    )
+    return g
+
+
+def t5_route(schemas):
+    g = Graph(schemas)
+    clip = g.add("CLIPLoader", (0, 0), {"clip_name": "t5xxl_fp16.safetensors", "type": "mochi"}, size=(320, 110))
+    txt = g.add("CLIPTextEncode", (0, 160), {"text": PROMPT}, {"clip": (clip, 0)}, size=(320, 140))
+    lb = g.add("ImagenVideoModelLoader", (0, 360), {"model_name": "my_t5xxl_base.safetensors"})
+    base = g.add("ImagenVideoSampler", (380, 0), {"seed": 42}, {"model": (lb, 0), "positive": (txt, 0)}, size=(320, 420))
+    save_video(g, (base, 0), (base, 1), (740, 0), "imagen_video/t5")
+    g.note(
+        "T5 route (needs files you provide): core CLIPLoader loads a T5 encoder from models/text_encoders (type 'mochi' for T5-XXL v1.1 "
+        "with an attention mask) and core CLIPTextEncode encodes the prompt. The stage must have been trained with that same T5 "
+        "(python -m cascade train --text-encoder models/text_encoders/t5xxl_fp16.safetensors ...). The demo stages use MiniLM and "
+        "refuse 4096-wide T5 conditioning with a clear error.",
+        (0, 560),
+        size=(460, 200),
+    )
+    return g
+
+
+WORKFLOWS = {
+    "imagen_video_cascade": cascade,
+    "imagen_video_paper_7_stages": paper_7_stage,
+    "imagen_video_distilled_fast": distilled,
+    "imagen_video_ssr_swapped_for_imagescaleby": ssr_swapped,
+    "imagen_video_t5_cliploader_route": t5_route,
+}
+
+
+def all_schemas():
+    schemas = {**core_schema(), **pack_schema(load_pack())}
+    schemas["Note"] = {"inputs": [{"name": "text", "type": "STRING", "section": "required"}], "outputs": [], "output_names": []}
+    return schemas
+
+
+def main() -> None:
+    schemas = all_schemas()
+    OUT.mkdir(exist_ok=True)
+    for name, fn in WORKFLOWS.items():
+        (OUT / f"{name}.json").write_text(json.dumps(fn(schemas).to_json(), indent=1) + "\n")
+        print("wrote", OUT / f"{name}.json")
+
+
+if __name__ == "__main__":
+    main()

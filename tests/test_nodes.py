@@ -1,0 +1,238 @@
+"""Every node executed directly (no ComfyUI installed), the node-schema contract, example workflows."""
+
+import json
+
+import pytest
+import torch
+from packimport import ROOT, load_pack
+from test_distill_eval import minilm_stage
+from workflows import DATA, pack_schema, ui_to_api, validate_workflow
+
+pack = load_pack()
+M = pack.NODE_CLASS_MAPPINGS
+adapter = pack.nodes.adapter
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Tiny random stages (MiniLM-conditioned) in a models folder the loader lists."""
+    from imagen_video_pack.cascade.config import DistillationInfo
+    from imagen_video_pack.cascade.distill import guided_student_from
+    from imagen_video_pack.cascade.stage import Stage
+
+    root = tmp_path_factory.mktemp("models")
+    (root / "imagen_video").mkdir()
+    for role in ("base", "tsr", "ssr"):
+        st = minilm_stage(role)
+        st.save(root / "imagen_video" / f"{role}.safetensors")
+        g = guided_student_from(st)
+        Stage(g.config.replace(distillation=DistillationInfo(steps=(4, 2), w_max=8.0)), g.net).save(
+            root / "imagen_video" / f"{role}_distilled.safetensors"
+        )
+    old = adapter.PACK_MODELS
+    adapter.PACK_MODELS = root
+    yield {
+        name: M["ImagenVideoModelLoader"]().load(f"{name}.safetensors")[0]
+        for name in ("base", "tsr", "ssr", "base_distilled", "tsr_distilled", "ssr_distilled")
+    }
+    adapter.PACK_MODELS = old
+
+
+@pytest.fixture(scope="module")
+def cond():
+    enc = M["ImagenVideoTextEncoderLoader"]().load("all-MiniLM-L6-v2 (embedded)")[0]
+    return M["ImagenVideoTextEncode"]().encode(enc, "a red circle moving right quickly")[0]
+
+
+def run_base(models, cond, **kw):
+    model = kw.pop("model", None) or models["base"]
+    args = dict(frames=4, width=8, height=8, fps=4.0, seed=1, steps=2, guidance=4.0, sampler_name="ddim")
+    args.update(kw)
+    return M["ImagenVideoSampler"]().sample(model, cond, **args)
+
+
+# --- the contract --------------------------------------------------------------------------------
+
+
+def test_node_schema_is_backward_compatible_with_the_snapshot():
+    """Ids, input names/types/order and defaults of released nodes never change; inputs may only be
+    appended at the end, as optional inputs."""
+    old = json.loads((DATA / "node_schema.json").read_text())
+    new = pack_schema(pack)
+    for node_id, o in old.items():
+        assert node_id in new, f"node {node_id} was removed or renamed: retire it as deprecated instead"
+        n = new[node_id]
+        assert n["outputs"][: len(o["outputs"])] == o["outputs"], f"{node_id}: outputs changed"
+        assert len(n["inputs"]) >= len(o["inputs"]), f"{node_id}: inputs were removed"
+        for a, b in zip(o["inputs"], n["inputs"]):
+            assert (a["name"], a["type"], a["section"]) == (b["name"], b["type"], b["section"]), (
+                f"{node_id}: input {a['name']} changed to {b}"
+            )
+            assert a.get("default") == b.get("default"), (
+                f"{node_id}.{a['name']}: default changed (old workflows would change behaviour)"
+            )
+            if a.get("options"):
+                assert set(a["options"]) <= set(b["options"]), f"{node_id}.{a['name']}: combo values removed"
+        for extra in n["inputs"][len(o["inputs"]) :]:
+            assert extra["section"] == "optional", f"{node_id}.{extra['name']}: new inputs must be optional, at the end"
+
+
+def test_node_schema_snapshot_is_current():
+    assert pack_schema(pack) == json.loads((DATA / "node_schema.json").read_text()), (
+        "The node schema changed compatibly: run `python tests/update_node_schema.py` and commit the snapshot."
+    )
+
+
+def test_every_node_has_description_tooltips_and_one_category_root():
+    for node_id, cls in M.items():
+        assert cls.DESCRIPTION and cls.CATEGORY.startswith("Imagen Video"), node_id
+        for sec in ("required", "optional"):
+            for name, spec in cls.INPUT_TYPES().get(sec, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(M)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "example_workflows").glob("*.json")), ids=lambda p: p.stem)
+def test_example_workflows_validate_against_the_schemas(path):
+    from make_example_workflows import all_schemas
+
+    wf = json.loads(path.read_text())
+    schemas = all_schemas()
+    assert wf["version"] == 0.4 and wf["nodes"] and wf["links"]
+    assert validate_workflow(wf, schemas) == []
+    api = ui_to_api(wf, schemas)
+    assert all(v["class_type"] in schemas for v in api.values())
+
+
+def test_example_workflows_are_up_to_date():
+    from make_example_workflows import WORKFLOWS, all_schemas
+
+    schemas = all_schemas()
+    for name, fn in WORKFLOWS.items():
+        committed = json.loads((ROOT / "example_workflows" / f"{name}.json").read_text())
+        assert committed == json.loads(json.dumps(fn(schemas).to_json())), f"run python tests/make_example_workflows.py ({name})"
+
+
+# --- running the nodes -----------------------------------------------------------------------------
+
+
+def test_full_cascade_through_the_nodes(models, cond):
+    r = run_base(models, cond)
+    images, fps = r["result"]
+    assert images.shape == (4, 8, 8, 3) and fps == 4.0 and images.min() >= 0 and images.max() <= 1
+    assert r["ui"]["animated"] == (True,) and r["ui"]["images"][0]["type"] == "temp"
+    assert r["ui"]["imagen_video_info"] == [{"frames": 4, "width": 8, "height": 8, "fps": 4.0}]
+    tsr = M["ImagenVideoTemporalSR"]().interpolate(models["tsr"], images, fps, cond, 2, "imagen", 0.3, 2, 2, 1.0)
+    images2, fps2 = tsr["result"]
+    assert images2.shape == (8, 8, 8, 3) and fps2 == 8.0
+    ssr = M["ImagenVideoSpatialSR"]().upscale(models["ssr"], images2, cond, 2.0, 0.3, 3, 2, 1.0)
+    assert ssr["result"][0].shape == (8, 16, 16, 3)
+
+
+def test_same_seed_same_video(models, cond):
+    a = run_base(models, cond, seed=5)["result"][0]
+    b = run_base(models, cond, seed=5)["result"][0]
+    c = run_base(models, cond, seed=6)["result"][0]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_sr_nodes_accept_any_image_input(models, cond):
+    odd = torch.rand(5, 7, 9, 3)  # from any IMAGE node: odd sizes, 5 frames
+    out = M["ImagenVideoSpatialSR"]().upscale(models["ssr"], odd, cond, 2.0, 0.3, 0, 2, 1.0)["result"][0]
+    assert out.shape == (5, 14, 18, 3)
+    out, fps = M["ImagenVideoTemporalSR"]().interpolate(models["tsr"], odd, 12.0, cond, 2, "interpolate", 0.3, 0, 2, 1.0)[
+        "result"
+    ]
+    assert out.shape == (9, 7, 9, 3) and fps == 24.0
+    rgba = torch.rand(3, 8, 8, 4)
+    assert M["ImagenVideoSpatialSR"]().upscale(models["ssr"], rgba, cond, 2.0, 0.3, 0, 1, 1.0)["result"][0].shape == (
+        3,
+        16,
+        16,
+        3,
+    )
+
+
+def test_ssr_tiles_and_windows(models, cond):
+    imgs = torch.rand(9, 16, 16, 3)
+    out = M["ImagenVideoSpatialSR"]().upscale(models["ssr"], imgs, cond, 2.0, 0.3, 0, 1, 1.0, None, 4, 16)["result"][0]
+    assert out.shape == (9, 32, 32, 3)
+
+
+@pytest.mark.parametrize("role", ["base", "tsr", "ssr"])
+def test_distilled_sampler_runs_every_stage(models, cond, role):
+    node = M["ImagenVideoDistilledSampler"]()
+    kw = {} if role == "base" else {"images": torch.rand(4, 8, 8, 3)}
+    out, fps = node.sample(
+        models[f"{role}_distilled"], cond, 0, 4, 3.0, "distilled_stochastic", fps=4.0, frames=4, width=8, height=8, **kw
+    )["result"]
+    expected = {"base": (4, 8, 8, 3), "tsr": (8, 8, 8, 3), "ssr": (4, 16, 16, 3)}[role]
+    assert out.shape == expected and fps == (8.0 if role == "tsr" else 4.0)
+
+
+def test_distilled_sampler_refusals(models, cond):
+    node = M["ImagenVideoDistilledSampler"]()
+    with pytest.raises(ValueError, match="is not a distilled student"):
+        node.sample(models["base"], cond, 0, 8, 3.0, "distilled_stochastic")
+    with pytest.raises(ValueError, match="distilled for 4/2 steps; received 8"):
+        node.sample(models["base_distilled"], cond, 0, 8, 3.0, "distilled_stochastic")
+    with pytest.raises(ValueError, match="connect the input frames"):
+        node.sample(models["ssr_distilled"], cond, 0, 4, 3.0, "distilled_stochastic")
+    with pytest.raises(ValueError, match="no negative prompt"):
+        run_base(models, cond, model=models["base_distilled"], steps=4, negative=cond)
+
+
+def test_bad_inputs_give_clear_errors(models, cond):
+    with pytest.raises(ValueError, match="needs a spatial super-resolution .* tsr.safetensors is a TSR x2"):
+        M["ImagenVideoSpatialSR"]().upscale(models["tsr"], torch.rand(2, 8, 8, 3), cond, 2.0, 0.3, 0, 1, 1.0)
+    with pytest.raises(ValueError, match="needs a base"):
+        run_base(models, cond, model=models["ssr"])
+    with pytest.raises(ValueError, match="Impossible size"):
+        run_base(models, cond, width=9)
+    with pytest.raises(ValueError, match="power of 2"):
+        M["ImagenVideoTemporalSR"]().interpolate(models["tsr"], torch.rand(3, 8, 8, 3), 4.0, cond, 3, "imagen", 0.3, 0, 1, 1.0)
+    with pytest.raises(ValueError, match="frame_count_mode"):
+        M["ImagenVideoTemporalSR"]().interpolate(models["tsr"], torch.rand(3, 8, 8, 3), 4.0, cond, 2, "blend", 0.3, 0, 1, 1.0)
+    with pytest.raises(ValueError, match="prompt is empty"):
+        M["ImagenVideoTextEncode"]().encode(None, "   ")
+    with pytest.raises(FileNotFoundError, match="not found in models/imagen_video"):
+        M["ImagenVideoModelLoader"]().load("missing.safetensors")
+    with pytest.raises(ValueError, match="NaN"):
+        M["ImagenVideoSpatialSR"]().upscale(models["ssr"], torch.full((2, 8, 8, 3), float("nan")), cond, 2.0, 0.3, 0, 1, 1.0)
+    with pytest.raises(ValueError, match="fps must be a positive"):
+        run_base(models, cond, fps=0.0)
+
+
+def test_t5_width_conditioning_from_core_cliptextencode_is_refused(models):
+    t5_cond = [[torch.randn(1, 256, 4096), {"pooled_output": torch.zeros(1, 2048)}]]
+    with pytest.raises(ValueError, match="width 384, but the conditioning is 4096 wide"):
+        run_base(models, t5_cond)
+
+
+def test_core_style_conditioning_with_zeroed_padding_is_accepted(models):
+    """CONDITIONING from core CLIPTextEncode: no mask, masked padding zeroed out (ComfyUI's T5 does this)."""
+    tokens = torch.zeros(1, 20, 384)
+    tokens[0, :6] = torch.randn(6, 384)
+    out = run_base(models, [[tokens, {"pooled_output": torch.zeros(1, 768)}]])["result"][0]
+    assert out.shape == (4, 8, 8, 3)
+
+
+def test_cancel_stops_within_one_step(models, cond):
+    calls = []
+    orig = adapter.Progress.update
+
+    def spy(self, done, preview=None):
+        calls.append(done)
+        if len(calls) == 2:
+            adapter.request_interrupt(True)
+        return orig(self, done, preview)
+
+    adapter.Progress.update = spy
+    try:
+        with pytest.raises(adapter.Interrupted):
+            run_base(models, cond, steps=50)
+    finally:
+        adapter.Progress.update = orig
+        adapter.request_interrupt(False)
+    assert len(calls) <= 3  # stopped at the next update after Cancel, not after 50 steps
+    assert run_base(models, cond)["result"][0].shape == (4, 8, 8, 3)  # ready for the next prompt
