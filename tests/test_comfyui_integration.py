@@ -1,0 +1,325 @@
+"""Integration test in a real ComfyUI server.
+
+Set ``COMFYUI_PATH`` to a ComfyUI checkout (0.3.64 or newer) and, if ComfyUI has its own virtual
+environment, ``COMFYUI_PYTHON`` to its interpreter (which must have this pack's requirements).
+The test starts the server with this pack, queues every example workflow through ``POST /prompt``,
+checks the videos it writes (frames, size, fps), that ``/interrupt`` stops a long run, that a bad
+workflow gives a clear error, and that the server stays up. Without ``COMFYUI_PATH`` it skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from packimport import ROOT
+from workflows import ui_to_api
+
+COMFYUI = os.environ.get("COMFYUI_PATH")
+pytestmark = [
+    pytest.mark.comfyui,
+    pytest.mark.skipif(
+        not COMFYUI,
+        reason="set COMFYUI_PATH to a ComfyUI checkout (and COMFYUI_PYTHON to its interpreter) to run the integration test",
+    ),
+]
+
+DEMO = ROOT / "models" / "imagen_video"
+# expected (frames, width, height, fps) of each example workflow's saved video
+EXPECTED = {
+    "imagen_video_cascade": (32, 64, 64, 8.0),
+    "imagen_video_distilled_fast": (32, 64, 64, 8.0),
+    "imagen_video_ssr_swapped_for_imagescaleby": (32, 64, 64, 8.0),
+    "imagen_video_paper_7_stages": (128, 256, 256, 32.0),
+    "imagen_video_t5_cliploader_route": (16, 32, 32, 4.0),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, tmp: Path, extra_models: dict[str, Path]):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        packs = tmp / "custom_nodes"
+        packs.mkdir()
+        (packs / "ComfyUI-ImagenVideo").symlink_to(ROOT, target_is_directory=True)
+        cfg = {"imagen_video_test": {"custom_nodes": str(packs), **{k: str(v) for k, v in extra_models.items()}}}
+        yaml = tmp / "extra_model_paths.yaml"
+        yaml.write_text(_yaml(cfg))
+        self.out, self.temp = tmp / "output", tmp / "temp"
+        self.log = open(tmp / "server.log", "w")  # noqa: SIM115
+        python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        self.proc = subprocess.Popen(
+            [
+                python,
+                "main.py",
+                "--cpu",
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--disable-auto-launch",
+                "--disable-api-nodes",
+                "--extra-model-paths-config",
+                str(yaml),
+                "--output-directory",
+                str(self.out),
+                "--temp-directory",
+                str(self.temp),
+            ],
+            cwd=COMFYUI,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        self.log_path = tmp / "server.log"
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                self.get("/system_stats")
+                return
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        raise RuntimeError("ComfyUI did not start in 180 s")
+
+    def get(self, path):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.loads(r.read())
+
+    def post(self, path, data):
+        req = urllib.request.Request(
+            self.url + path, data=json.dumps(data).encode(), headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                body = r.read()
+                return json.loads(body) if body else {}
+        except urllib.error.HTTPError as e:
+            return {"http_error": e.code, **json.loads(e.read() or b"{}")}
+
+    def queue(self, prompt, workflow=None):
+        extra = {"extra_pnginfo": {"workflow": workflow}} if workflow else {}
+        return self.post("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex, "extra_data": extra})
+
+    def wait(self, prompt_id, timeout=1800):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            h = self.get(f"/history/{prompt_id}")
+            if prompt_id in h and h[prompt_id].get("status", {}).get("completed") is not None:
+                if h[prompt_id]["status"].get("status_str") in ("success", "error"):
+                    return h[prompt_id]
+            time.sleep(1)
+        raise TimeoutError(f"prompt {prompt_id} did not finish")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def _yaml(cfg: dict) -> str:
+    lines = []
+    for top, d in cfg.items():
+        lines.append(f"{top}:")
+        lines += [f"    {k}: {v}" for k, v in d.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _t5_fixture(root: Path) -> tuple[str, str]:
+    """A randomly initialised T5 encoder with T5-base shapes (what core CLIPLoader 'stable_audio' loads)
+    and a small random base stage trained on nothing but conditioned on that 768-wide T5."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import T5Config, T5EncoderModel
+
+    from cascade.config import StageConfig, UNetConfig
+    from cascade.stage import Stage
+
+    te = root / "text_encoders"
+    te.mkdir()
+    cfg = T5Config(
+        vocab_size=32128,
+        d_model=768,
+        d_kv=64,
+        d_ff=3072,
+        num_layers=12,
+        num_heads=12,
+        feed_forward_proj="relu",
+        is_encoder_decoder=False,
+    )
+    torch.manual_seed(0)
+    model = T5EncoderModel(cfg).half()
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"},
+        te / "t5_base_random.safetensors",
+    )
+    unet = UNetConfig(
+        channels=(16, 32),
+        num_res_blocks=1,
+        spatial_attn=(False, True),
+        cross_attn=(False, True),
+        temporal_attn=(False, True),
+        text_dim=768,
+        head_dim=16,
+        norm_groups=8,
+    )
+    stage = StageConfig(
+        role="base", unet=unet, frames=16, height=32, width=32, fps=4.0, text_dim=768, text_encoder="t5-base (test)"
+    )
+    Stage(stage).save(root / "imagen_video" / "t5_test_base.safetensors")
+    return "t5_base_random.safetensors", "t5_test_base.safetensors"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not all(
+        (DEMO / f).exists()
+        for f in ("demo_base_16f_32px.safetensors", "demo_tsr_x2_32px.safetensors", "demo_ssr_x2_64px.safetensors")
+    ):
+        pytest.skip("the demo cascade files are not in models/imagen_video")
+    tmp = tmp_path_factory.mktemp("comfy")
+    models = tmp / "models"
+    (models / "imagen_video").mkdir(parents=True)
+    t5_file, t5_stage = _t5_fixture(models)
+    srv = Server(tmp, {"imagen_video": models / "imagen_video", "text_encoders": models / "text_encoders"})
+    srv.t5 = (t5_file, t5_stage)
+    yield srv
+    srv.stop()
+
+
+def _schemas(server):
+    from workflows import _normalise
+
+    info = server.get("/object_info")
+    out = {}
+    for node_id, d in info.items():
+        order = d.get("input_order", {})
+        inputs = [_normalise(node_id, sec, n, d["input"][sec][n]) for sec in ("required", "optional") for n in order.get(sec, [])]
+        out[node_id] = {"inputs": inputs, "outputs": d["output"], "output_names": d["output_name"]}
+    return out
+
+
+def _video_of(server, entry) -> tuple[int, int, int, float]:
+    import av
+
+    for out in entry["outputs"].values():
+        for item in out.get("images", []) + out.get("videos", []):
+            name = item["filename"]
+            if name.endswith((".mp4", ".webm")):
+                path = server.out / item.get("subfolder", "") / name
+                with av.open(str(path)) as c:
+                    s = c.streams.video[0]
+                    frames = sum(1 for _ in c.decode(s))
+                    return frames, s.width, s.height, float(s.average_rate)
+    raise AssertionError(f"no video in outputs {entry['outputs']}")
+
+
+def test_pack_loads_with_all_nodes_and_web_extension(server):
+    info = server.get("/object_info")
+    from packimport import load_pack
+
+    for node_id in load_pack().NODE_CLASS_MAPPINGS:
+        assert node_id in info, f"{node_id} missing: {server.log_path.read_text()[-2000:]}"
+        assert info[node_id]["python_module"].startswith("custom_nodes.")
+    assert "IMPORT FAILED" not in server.log_path.read_text()
+    assert any("imagen_video.js" in e for e in server.get("/extensions"))
+    assert "demo_base_16f_32px.safetensors" in info["ImagenVideoModelLoader"]["input"]["required"]["model_name"][0]
+    templates = server.get("/workflow_templates")
+    assert sorted(templates["ComfyUI-ImagenVideo"]) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_workflow_runs_and_writes_the_expected_video(server, name):
+    wf = json.loads((ROOT / "example_workflows" / f"{name}.json").read_text())
+    overrides = {}
+    if name == "imagen_video_t5_cliploader_route":
+        t5_file, t5_stage = server.t5
+        overrides = {
+            ("CLIPLoader", "clip_name"): t5_file,
+            ("CLIPLoader", "type"): "stable_audio",
+            ("ImagenVideoModelLoader", "model_name"): t5_stage,
+        }
+    if (
+        name == "imagen_video_paper_7_stages"
+    ):  # keep the CPU run short: 2 steps per stage (the workflow's own values are for real use)
+        overrides.update({(t, "steps"): 2 for t in ("ImagenVideoSampler", "ImagenVideoTemporalSR", "ImagenVideoSpatialSR")})
+    prompt = ui_to_api(wf, _schemas(server), overrides)
+    t0 = time.time()
+    r = server.queue(prompt, wf)
+    assert "prompt_id" in r and not r.get("node_errors"), r
+    entry = server.wait(r["prompt_id"])
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-3000:]
+    frames, w, h, fps = _video_of(server, entry)
+    print(f"{name}: {frames} frames {w}x{h} @ {fps:g} fps in {time.time() - t0:.1f}s")
+    assert (frames, w, h, fps) == EXPECTED[name]
+    shown = [o for o in entry["outputs"].values() if "imagen_video_info" in o]
+    assert shown, "the stage nodes show their frames and info in the node"
+
+
+def test_interrupt_stops_a_long_run_and_the_server_stays_ready(server):
+    wf = json.loads((ROOT / "example_workflows" / "imagen_video_cascade.json").read_text())
+    schemas = _schemas(server)
+    long_run = ui_to_api(wf, schemas, {("ImagenVideoSampler", "steps"): 1000, ("ImagenVideoSampler", "seed"): 7})
+    r = server.queue(long_run)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until it is executing
+        q = server.get("/queue")
+        if any(item[1] == r["prompt_id"] for item in q["queue_running"]):
+            break
+        time.sleep(0.3)
+    time.sleep(3)
+    t0 = time.time()
+    server.post("/interrupt", {})
+    entry = server.wait(r["prompt_id"], timeout=120)
+    stopped_in = time.time() - t0
+    assert entry["status"]["status_str"] == "error"
+    assert any(m[0] == "execution_interrupted" for m in entry["status"]["messages"])
+    print(f"interrupt took {stopped_in:.2f}s")
+    assert stopped_in < 10
+    ok = server.queue(
+        ui_to_api(
+            wf,
+            schemas,
+            {("ImagenVideoSampler", "steps"): 2, ("ImagenVideoTemporalSR", "steps"): 2, ("ImagenVideoSpatialSR", "steps"): 2},
+        )
+    )
+    assert server.wait(ok["prompt_id"])["status"]["status_str"] == "success"
+
+
+def test_wrong_model_role_is_a_clear_error_and_the_next_prompt_runs(server):
+    wf = json.loads((ROOT / "example_workflows" / "imagen_video_cascade.json").read_text())
+    schemas = _schemas(server)
+    bad = ui_to_api(wf, schemas)
+    for node in bad.values():  # give the base sampler the SSR model
+        if node["class_type"] == "ImagenVideoModelLoader" and node["inputs"]["model_name"].startswith("demo_base"):
+            node["inputs"]["model_name"] = "demo_ssr_x2_64px.safetensors"
+    entry = server.wait(server.queue(bad)["prompt_id"])
+    assert entry["status"]["status_str"] == "error"
+    msg = json.dumps(entry["status"]["messages"])
+    assert "needs a base (text-to-video) model" in msg and "demo_ssr_x2_64px.safetensors" in msg
+    empty = ui_to_api(wf, schemas, {("ImagenVideoTextEncode", "text"): "  "})
+    entry = server.wait(server.queue(empty)["prompt_id"])
+    assert "The prompt is empty" in json.dumps(entry["status"]["messages"])
+    missing = server.queue(ui_to_api(wf, schemas, {("ImagenVideoModelLoader", "model_name"): "nope.safetensors"}))
+    assert missing.get("http_error") == 400 and "nope.safetensors" in json.dumps(missing)
+    assert server.proc.poll() is None
