@@ -35,7 +35,6 @@ import os
 import sys
 import types
 from collections.abc import Callable, Sequence
-from typing import Union
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -47,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ForwardFn = Callable[..., torch.Tensor]
-Bools = Union[bool, Sequence[bool]]
+Bools = bool | Sequence[bool]
 
 # d_model of google/t5-v1_1-base, imagen_pytorch's DEFAULT_T5_NAME (only used for the default
 # value of Unet3D's text_embed_dim, which we always pass explicitly).

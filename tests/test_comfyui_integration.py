@@ -122,9 +122,9 @@ class Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             h = self.get(f"/history/{prompt_id}")
-            if prompt_id in h and h[prompt_id].get("status", {}).get("completed") is not None:
-                if h[prompt_id]["status"].get("status_str") in ("success", "error"):
-                    return h[prompt_id]
+            status = h.get(prompt_id, {}).get("status", {})
+            if status.get("completed") is not None and status.get("status_str") in ("success", "error"):
+                return h[prompt_id]
             time.sleep(1)
         raise TimeoutError(f"prompt {prompt_id} did not finish")
 
