@@ -250,6 +250,66 @@ def add_evaluate(sub) -> None:
     p.set_defaults(fn=cmd_evaluate)
 
 
+# --- story ----------------------------------------------------------------------------------------
+
+
+def cmd_story(a: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from .run import load_demo_cascade
+    from .story import StoryOptions, parse_story, run_story
+    from .video_io import VideoWriter
+
+    text = Path(a.story).read_text() if Path(a.story).is_file() else a.story
+    cascade = load_demo_cascade(a.models, fast=a.fast)
+    base_fps = cascade.base.config.fps
+    out_fps = base_fps * (1 if a.base_only else cascade.tsr.config.temporal_factor)
+    scenes = parse_story(text, fps=base_fps, default_seconds=a.seconds)
+    total = sum(s.frames for s in scenes)
+    print(f"{len(scenes)} scenes, {total} base frames = {total / base_fps:.1f} s at {out_fps:g} fps")
+    opts = StoryOptions(context=a.context, transition=a.transition, transition_frames=a.transition_frames)
+    bar = tqdm(total=total * (1 if a.base_only else cascade.tsr.config.temporal_factor), unit="frame", desc="story")
+    t0 = time.time()
+    with VideoWriter(a.output, out_fps) as writer:
+
+        def sink(frames, scene):
+            writer.write(((frames[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1))
+            bar.update(frames.shape[2])
+
+        r = run_story(
+            scenes,
+            base=cascade.base,
+            encode=cascade.encoder.encode,
+            tsr=None if a.base_only else cascade.tsr,
+            ssr=None if a.base_only else cascade.ssr,
+            options=cascade.options,
+            story=opts,
+            sink=sink,
+        )
+    bar.close()
+    print(f"wrote {a.output}: {writer.frames_written} frames in {time.time() - t0:.0f}s")
+    if a.report:
+        Path(a.report).write_text(json.dumps({**r, "scenes": [s.prompt for s in scenes], "seconds": time.time() - t0}, indent=1))
+    return 0
+
+
+def add_story(sub) -> None:
+    p = sub.add_parser("story", help="a sequence of prompts -> one long video through the demo cascade, streamed to the file")
+    p.add_argument("story", help="a story file or text: one prompt per line (optional '| 4s'), keyframes, or a paragraph")
+    p.add_argument("-o", "--output", default="story.mp4")
+    p.add_argument("--fast", action="store_true", help="use the 8-step distilled students")
+    p.add_argument("--seconds", type=float, default=4.0, help="default scene duration")
+    p.add_argument("--context", type=int, default=4, help="finished frames each new window is conditioned on")
+    p.add_argument("--transition", choices=["cut", "blend"], default="cut")
+    p.add_argument("--transition-frames", type=int, default=4)
+    p.add_argument("--base-only", action="store_true", help="write the base frames only (no TSR / SSR)")
+    p.add_argument("--models", help="folder with the stage files (default: the pack's models/imagen_video)")
+    p.add_argument("--report", help="write timing per scene as JSON")
+    p.set_defaults(fn=cmd_story)
+
+
 # --- info / export / convert ------------------------------------------------------------------------
 
 
@@ -307,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     add_train(sub)
     add_distill(sub)
     add_evaluate(sub)
+    add_story(sub)
     p = sub.add_parser("info", help="show the configuration stored in stage files")
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true")

@@ -8,6 +8,7 @@ deprecated, never delete them (see CHANGELOG.md).
 from . import adapter
 from .loaders import ImagenVideoModelLoader, ImagenVideoTextEncode, ImagenVideoTextEncoderLoader
 from .stages import ImagenVideoDistilledSampler, ImagenVideoSampler, ImagenVideoSpatialSR, ImagenVideoTemporalSR
+from .story import ImagenVideoStory, ImagenVideoStoryToVideo
 
 adapter.register_folders()
 
@@ -19,6 +20,8 @@ NODE_CLASS_MAPPINGS = {
     "ImagenVideoSpatialSR": ImagenVideoSpatialSR,
     "ImagenVideoTemporalSR": ImagenVideoTemporalSR,
     "ImagenVideoDistilledSampler": ImagenVideoDistilledSampler,
+    "ImagenVideoStory": ImagenVideoStory,
+    "ImagenVideoStoryToVideo": ImagenVideoStoryToVideo,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -29,4 +32,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ImagenVideoSpatialSR": "Imagen Video Spatial Super-Resolution (IV)",
     "ImagenVideoTemporalSR": "Imagen Video Temporal Super-Resolution (IV)",
     "ImagenVideoDistilledSampler": "Imagen Video Distilled Sampler (IV)",
+    "ImagenVideoStory": "Imagen Video Story (IV)",
+    "ImagenVideoStoryToVideo": "Imagen Video Story to Video, streamed (IV)",
 }

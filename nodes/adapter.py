@@ -174,3 +174,34 @@ def temp_directory() -> Path:
     import tempfile
 
     return Path(tempfile.gettempdir()) / "imagen_video_previews"
+
+
+def output_directory() -> Path:
+    if IN_COMFYUI:
+        return Path(folder_paths.get_output_directory())
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "imagen_video_output"
+
+
+def output_video_path(prefix: str, suffix: str = ".mp4") -> Path:
+    """A new numbered file under the output folder (prefix may contain sub-folders), like core savers."""
+    root = output_directory().resolve()
+    prefix = (prefix or "imagen_video/story").strip().replace("\\", "/")
+    path = (root / prefix).resolve()
+    if root not in path.parents and path != root:
+        raise ValueError(f"filename_prefix {prefix!r} points outside the output folder.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while (out := path.parent / f"{path.name}_{n:05d}_{suffix}").exists():
+        n += 1
+    return out
+
+
+def video_from_file(path: Path):
+    """ComfyUI's VIDEO object for a file (plain path outside ComfyUI)."""
+    if IN_COMFYUI:
+        from comfy_api.input_impl import VideoFromFile
+
+        return VideoFromFile(str(path))
+    return str(path)

@@ -260,12 +260,61 @@ def t5_route(schemas):
     return g
 
 
+SHAPES_STORY = """a red circle moving right quickly | 4s
+the red circle moving up slowly | 4s
+a blue square moving left quickly | 4s
+the blue square moving down slowly | 4s
+a yellow triangle moving right quickly | 4s"""
+
+
+def story(schemas, text, prefix, note, seconds=4.0):
+    g = Graph(schemas)
+    enc = g.add("ImagenVideoTextEncoderLoader", (0, 0), {"encoder": "all-MiniLM-L6-v2 (embedded)"}, size=(320, 110))
+    lb = g.add("ImagenVideoModelLoader", (0, 160), {"model_name": BASE})
+    lt = g.add("ImagenVideoModelLoader", (0, 300), {"model_name": TSR})
+    ls = g.add("ImagenVideoModelLoader", (0, 440), {"model_name": SSR})
+    g.add(
+        "ImagenVideoStoryToVideo",
+        (380, 0),
+        {"story": text, "seed": 7, "seconds_per_scene": seconds, "filename_prefix": prefix},
+        {"model": (lb, 0), "text_encoder": (enc, 0), "tsr_model": (lt, 0), "ssr_model": (ls, 0)},
+        size=(420, 640),
+    )
+    g.note(note, (0, 600), size=(360, 220))
+    return g
+
+
+def story_shapes(schemas):
+    return story(
+        schemas,
+        SHAPES_STORY,
+        "imagen_video/story_shapes",
+        "Story mode with the demo cascade: five scenes in the demo vocabulary. Each base window continues from the last "
+        "finished frames; TSR and SSR run over the stream in overlapping chunks and the video is written while it is made "
+        "(bounded memory). 20 s of 64x64 video at 8 fps.",
+    )
+
+
+def story_motorcycle(schemas):
+    text = (ROOT / "stories" / "motorcycle.txt").read_text().strip()
+    return story(
+        schemas,
+        text,
+        "imagen_video/story_motorcycle",
+        "The 19-sentence motorcycle story: one scene per sentence (4 s each, 76 s in all). It needs stages trained on real "
+        "video with a matching text encoder (python -m cascade train --data <folder of captioned videos>); with the demo "
+        "cascade, trained only on moving shapes, it runs but shows shapes.",
+    )
+
+
 WORKFLOWS = {
     "imagen_video_cascade": cascade,
     "imagen_video_paper_7_stages": paper_7_stage,
     "imagen_video_distilled_fast": distilled,
     "imagen_video_ssr_swapped_for_imagescaleby": ssr_swapped,
     "imagen_video_t5_cliploader_route": t5_route,
+    "imagen_video_story_shapes": story_shapes,
+    "imagen_video_story_motorcycle": story_motorcycle,
 }
 
 

@@ -41,6 +41,8 @@ EXPECTED = {
     "imagen_video_ssr_swapped_for_imagescaleby": (32, 64, 64, 8.0),
     "imagen_video_paper_7_stages": (128, 256, 256, 32.0),
     "imagen_video_t5_cliploader_route": (16, 32, 32, 4.0),
+    "imagen_video_story_shapes": (160, 64, 64, 8.0),  # 5 scenes x 4 s x 4 fps, TSR x2
+    "imagen_video_story_motorcycle": (76, 64, 64, 8.0),  # 19 sentences; run at 0.5 s per scene here
 }
 
 

@@ -1,6 +1,7 @@
 """Every node executed directly (no ComfyUI installed), the node-schema contract, example workflows."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -236,3 +237,73 @@ def test_cancel_stops_within_one_step(models, cond):
         adapter.request_interrupt(False)
     assert len(calls) <= 3  # stopped at the next update after Cancel, not after 50 steps
     assert run_base(models, cond)["result"][0].shape == (4, 8, 8, 3)  # ready for the next prompt
+
+
+# --- story nodes ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def story_models():
+    return M["ImagenVideoTextEncoderLoader"]().load("all-MiniLM-L6-v2 (embedded)")[0]
+
+
+STORY_ARGS = dict(
+    fps=4.0,
+    seconds_per_scene=1.0,
+    seed=0,
+    steps=2,
+    guidance=3.0,
+    sampler_name="ddim",
+    context_frames=1,
+    transition="blend",
+    transition_frames=2,
+)
+
+
+def test_story_node_makes_base_frames(models, story_models):
+    story = "a red circle moving right | 6f\na blue square moving up | 5f"
+    images, fps = M["ImagenVideoStory"]().generate(models["base"], story_models, story, **STORY_ARGS)["result"]
+    assert images.shape == (11, 8, 8, 3) and fps == 4.0
+
+
+def test_story_to_video_streams_the_whole_cascade_to_a_file(models, story_models, tmp_path, monkeypatch):
+    from imagen_video_pack.cascade.video_io import read_video
+
+    monkeypatch.setattr(adapter, "output_directory", lambda: tmp_path)
+    r = M["ImagenVideoStoryToVideo"]().generate(
+        models["base"],
+        story_models,
+        "a red circle moving right. a blue square moving up.",
+        **STORY_ARGS,
+        sr_steps=2,
+        sr_guidance=1.0,
+        filename_prefix="iv/story",
+        tsr_model=models["tsr"],
+        ssr_model=models["ssr"],
+    )
+    path, fps = r["result"]
+    frames, rate = read_video(path)
+    assert frames.shape == (16, 16, 16, 3) and fps == 8.0 and rate == pytest.approx(8.0)  # 2 scenes x 4 frames, TSR x2, SSR x2
+    assert r["ui"]["images"][0] == {"filename": Path(path).name, "subfolder": "iv", "type": "output"}
+
+
+def test_story_nodes_refuse_bad_input(models, story_models):
+    with pytest.raises(ValueError, match="story is empty"):
+        M["ImagenVideoStory"]().generate(models["base"], story_models, "  ", **STORY_ARGS)
+    with pytest.raises(ValueError, match=r"line 2 .* more than 0"):
+        M["ImagenVideoStory"]().generate(models["base"], story_models, "a red circle | 1s\na blue square | 0s", **STORY_ARGS)
+    with pytest.raises(ValueError, match="needs a base"):
+        M["ImagenVideoStory"]().generate(models["tsr"], story_models, "a red circle", **STORY_ARGS)
+    with pytest.raises(ValueError, match="tsr_model"):
+        M["ImagenVideoStoryToVideo"]().generate(
+            models["base"],
+            story_models,
+            "a red circle",
+            **STORY_ARGS,
+            sr_steps=2,
+            sr_guidance=1.0,
+            filename_prefix="x",
+            tsr_model=models["ssr"],
+        )
+    with pytest.raises(ValueError, match="smaller than the base window"):
+        M["ImagenVideoStory"]().generate(models["base"], story_models, "a red circle", **{**STORY_ARGS, "context_frames": 4})

@@ -14,7 +14,7 @@ const STAGE_NODES = new Set([
   "ImagenVideoTemporalSR",
   "ImagenVideoDistilledSampler",
   "ImagenVideoStory",
-  "ImagenVideoStorySR",
+  "ImagenVideoStoryToVideo",
 ]);
 
 function formatInfo(info) {

@@ -1,0 +1,240 @@
+"""Story nodes: a sequence of prompts becomes one long video (Phenaki's ability, on the cascade)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..cascade.pipeline import SamplingOptions
+from ..cascade.samplers import SAMPLERS
+from ..cascade.story import StoryOptions, parse_story, run_story, story_base_frames
+from ..cascade.video_io import VideoWriter
+from . import adapter
+from .models import MODEL_TYPE, TEXT_ENCODER_TYPE
+from .stages import GUIDANCE, SEED, _check_fps, _result
+
+CATEGORY = "Imagen Video/story"
+STORY_DEFAULT = (
+    "a red circle moving right quickly | 4s\nthe red circle moving up slowly | 4s\na blue square moving left quickly | 4s"
+)
+STORY = (
+    "STRING",
+    {
+        "multiline": True,
+        "default": STORY_DEFAULT,
+        "tooltip": "One scene per line with an optional duration ('| 4s', '| 48f'); or keyframes like "
+        '"0": "...", "48": "..." (frames of this node\'s output); or a paragraph: one scene per sentence.',
+    },
+)
+COMMON = {
+    "fps": (
+        "FLOAT",
+        {
+            "default": 4.0,
+            "min": 0.1,
+            "max": 240.0,
+            "step": 0.1,
+            "tooltip": "Frame rate of the base frames (durations in seconds use it).",
+        },
+    ),
+    "seconds_per_scene": (
+        "FLOAT",
+        {"default": 4.0, "min": 0.25, "max": 600.0, "step": 0.25, "tooltip": "Duration of scenes that give none."},
+    ),
+    "seed": SEED,
+    "steps": ("INT", {"default": 32, "min": 1, "max": 1000, "tooltip": "Base sampling steps per window."}),
+    "guidance": GUIDANCE,
+    "sampler_name": (list(SAMPLERS), {"default": "ddim", "tooltip": "Sampler of the base windows."}),
+    "context_frames": (
+        "INT",
+        {"default": 4, "min": 0, "max": 15, "tooltip": "Each new window is conditioned on this many finished frames."},
+    ),
+    "transition": (
+        ["cut", "blend"],
+        {"default": "cut", "tooltip": "Scene changes: cut, or blend the two prompts per frame over transition_frames."},
+    ),
+    "transition_frames": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Frames over which a blend transition ramps."}),
+}
+
+
+def _scenes(story: str, fps: float, seconds: float):
+    return parse_story(story, fps=_check_fps(fps), default_seconds=seconds)
+
+
+def _story_options(context_frames: int, transition: str, transition_frames: int, window: int) -> StoryOptions:
+    if context_frames >= window:
+        raise ValueError(f"context_frames ({context_frames}) must be smaller than the base window ({window} frames).")
+    return StoryOptions(window=window, context=context_frames, transition=transition, transition_frames=transition_frames)
+
+
+class ImagenVideoStory:
+    DESCRIPTION = (
+        "Story mode (Phenaki's ability): a list of prompts becomes one long base video. Windows continue from the last finished "
+        "frames; scene changes cut or blend. Chain TemporalSR / SpatialSR after it, or use ImagenVideoStoryToVideo to stream "
+        "a story of minutes through the whole cascade into a file."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("images", "fps")
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "A base stage (with known-frame channels for the best continuity)."}),
+                "text_encoder": (
+                    TEXT_ENCODER_TYPE,
+                    {"tooltip": "The encoder the base was trained with (each scene's prompt is encoded)."},
+                ),
+                "story": STORY,
+                **COMMON,
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def generate(
+        self,
+        model,
+        text_encoder,
+        story,
+        fps,
+        seconds_per_scene,
+        seed,
+        steps,
+        guidance,
+        sampler_name,
+        context_frames,
+        transition,
+        transition_frames,
+        unique_id=None,
+    ):
+        model.require("base", "ImagenVideoStory")
+        scenes = _scenes(story, fps, seconds_per_scene)
+        cfg = model.stage.config
+        opts = SamplingOptions(steps=steps, sampler=sampler_name, guidance=guidance, seed=seed)
+        story_opts = _story_options(context_frames, transition, transition_frames, cfg.frames)
+        stage = model.ready()
+        total = sum(s.frames for s in scenes)
+        bar = adapter.Progress(total, unique_id)
+        frames, done = [], 0
+        for new, _ in story_base_frames(
+            stage,
+            scenes,
+            text_encoder.encoder.encode,
+            options=opts,
+            story=story_opts,
+            progress=lambda *_: adapter.check_interrupt(),
+        ):
+            frames.append(new.cpu())
+            done += new.shape[2]
+            bar.update(done)
+        return _result(torch.cat(frames, dim=2), float(fps))
+
+
+class ImagenVideoStoryToVideo:
+    DESCRIPTION = (
+        "Runs a whole story through the cascade (base -> optional TSR -> optional SSR) and writes the video to the output folder "
+        "while it is made: memory stays bounded however long the story is, and a cancelled run keeps a playable file of the "
+        "frames finished so far."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("VIDEO", "FLOAT")
+    RETURN_NAMES = ("video", "fps")
+    OUTPUT_NODE = True
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "The base stage."}),
+                "text_encoder": (TEXT_ENCODER_TYPE, {"tooltip": "The encoder the stages were trained with."}),
+                "story": STORY,
+                **COMMON,
+                "sr_steps": ("INT", {"default": 16, "min": 1, "max": 1000, "tooltip": "Sampling steps of the TSR / SSR stages."}),
+                "sr_guidance": (
+                    "FLOAT",
+                    {**GUIDANCE[1], "default": 1.0, "tooltip": "Guidance weight w of the TSR / SSR stages."},
+                ),
+                "filename_prefix": (
+                    "STRING",
+                    {"default": "imagen_video/story", "tooltip": "Output file prefix (in ComfyUI's output folder)."},
+                ),
+            },
+            "optional": {
+                "tsr_model": (MODEL_TYPE, {"tooltip": "Optional TSR stage (frame rate x its factor)."}),
+                "ssr_model": (MODEL_TYPE, {"tooltip": "Optional SSR stage (size x its factor)."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def generate(
+        self,
+        model,
+        text_encoder,
+        story,
+        fps,
+        seconds_per_scene,
+        seed,
+        steps,
+        guidance,
+        sampler_name,
+        context_frames,
+        transition,
+        transition_frames,
+        sr_steps,
+        sr_guidance,
+        filename_prefix,
+        tsr_model=None,
+        ssr_model=None,
+        unique_id=None,
+    ):
+        model.require("base", "ImagenVideoStoryToVideo")
+        if tsr_model is not None:
+            tsr_model.require("tsr", "ImagenVideoStoryToVideo (tsr_model)")
+        if ssr_model is not None:
+            ssr_model.require("ssr", "ImagenVideoStoryToVideo (ssr_model)")
+        scenes = _scenes(story, fps, seconds_per_scene)
+        base_opts = SamplingOptions(steps=steps, sampler=sampler_name, guidance=guidance, seed=seed)
+        sr_opts = SamplingOptions(steps=sr_steps, sampler=sampler_name, guidance=sr_guidance, seed=seed + 1)
+        options = {"base": base_opts, "tsr": sr_opts, "ssr": sr_opts}
+        for m, n in ((model, steps), (tsr_model, sr_steps), (ssr_model, sr_steps)):  # refuse before any work
+            if m is not None and m.stage.config.is_distilled and n not in m.stage.config.distillation.steps:
+                raise ValueError(
+                    f"{m.name} was distilled for {'/'.join(map(str, m.stage.config.distillation.steps))} steps; received {n}."
+                )
+        story_opts = _story_options(context_frames, transition, transition_frames, model.stage.config.frames)
+        factor = tsr_model.stage.config.temporal_factor if tsr_model is not None else 1
+        out_fps = float(fps) * factor
+        path = adapter.output_video_path(filename_prefix)
+        total = sum(s.frames for s in scenes) * factor
+        bar = adapter.Progress(total, unique_id)
+        stages = [m.ready() if m is not None else None for m in (model, tsr_model, ssr_model)]
+        last = {"frames": None}
+        with VideoWriter(path, out_fps) as writer:
+
+            def sink(frames, scene):
+                images = ((frames[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
+                writer.write(images)
+                last["frames"] = images[-1:].cpu()
+                bar.update(writer.frames_written)
+
+            run_story(
+                scenes,
+                base=stages[0],
+                encode=text_encoder.encoder.encode,
+                tsr=stages[1],
+                ssr=stages[2],
+                options=options,
+                story=story_opts,
+                sink=sink,
+                progress=lambda *_: adapter.check_interrupt(),
+            )
+        h, w = last["frames"].shape[1:3]
+        subfolder = str(path.parent.relative_to(adapter.output_directory()))
+        ui = {
+            "images": [{"filename": path.name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}],
+            "animated": (True,),
+            "imagen_video_info": [{"frames": writer.frames_written, "width": int(w), "height": int(h), "fps": out_fps}],
+        }
+        return {"ui": ui, "result": (adapter.video_from_file(path), out_fps)}
