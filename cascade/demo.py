@@ -47,7 +47,7 @@ def demo_stage_config(role: str) -> StageConfig:
     if role == "tsr":
         unet = UNetConfig(
             channels=(32, 64),
-            num_res_blocks=(1, 2),
+            num_res_blocks=(1, 1),
             spatial_attn=(False, False),
             cross_attn=(False, True),
             temporal_attn=(False, False),
@@ -62,8 +62,8 @@ def demo_stage_config(role: str) -> StageConfig:
         )
     if role == "ssr":
         unet = UNetConfig(
-            channels=(32, 64, 64),
-            num_res_blocks=(1, 1, 2),
+            channels=(32, 48, 64),
+            num_res_blocks=(1, 1, 1),
             spatial_attn=(False, False, False),
             cross_attn=(False, False, True),
             temporal_attn=(False, False, False),
@@ -84,7 +84,8 @@ def demo_train_config(role: str, **overrides):
     from .train import TrainConfig
 
     recipes = {
-        "base": dict(batch=8, lr=4e-4, warmup=200, frame_skip=2, image_fraction=0.25, ema_decay=0.999),
+        "base": dict(batch=8, lr=4e-4, warmup=200, frame_skip=2, image_fraction=0.125, ema_decay=0.999,
+                     continuation_mix=(0.75, 0.15, 0.05, 0.05)),
         "tsr": dict(batch=6, lr=4e-4, warmup=100, frame_skip=1, clip_frames=16, ema_decay=0.999),
         "ssr": dict(batch=4, lr=4e-4, warmup=100, frame_skip=1, clip_frames=8, image_fraction=0.25, ema_decay=0.999),
     }
