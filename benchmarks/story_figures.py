@@ -1,0 +1,206 @@
+"""Story-mode figures: a 20-scene story through the demo cascade on this machine.
+
+    python benchmarks/story_figures.py [--story stories/shapes_20_scenes.txt] [--fast]
+
+Measures, each long run in a fresh child process (peak memory = ru_maxrss of that process):
+* wall time of the 20-scene story and of a 1-scene story, their peak memory and the ratio;
+* time per scene from the first to the last scene;
+* seams: mean absolute frame-to-frame difference at base-window boundaries inside a scene, at scene
+  boundaries, and within windows (all on the final 64x64 frames);
+* per-scene prompt adherence with the evaluation's detector vs single-prompt generation of the
+  same prompts (same settings);
+* continuity: where the next prompt keeps colour and shape, do they carry across the boundary.
+Writes benchmarks/results/story_figures.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cascade.data.detector import detect  # noqa: E402
+from cascade.data.shapes import COLOURS, DIRECTIONS, SHAPES, SPEEDS  # noqa: E402
+from cascade.story import StoryOptions, parse_story, plan_windows, run_story  # noqa: E402
+
+
+def attrs_of(prompt: str) -> tuple:
+    words = prompt.lower().replace(",", " ").split()
+    pick = lambda vocab: next((w for w in words if w in vocab), None)  # noqa: E731
+    return pick(COLOURS), pick(SHAPES), pick(DIRECTIONS), pick(SPEEDS)
+
+
+def child(story_path: str, scenes_limit: int, fast: bool, out: str) -> dict:
+    from cascade.run import load_demo_cascade
+    from cascade.video_io import VideoWriter
+
+    torch.set_num_threads(2)
+    cascade = load_demo_cascade(fast=fast)
+    fps = cascade.base.config.fps
+    scenes = parse_story(Path(story_path).read_text(), fps=fps)[:scenes_limit]
+    factor = cascade.tsr.config.temporal_factor
+    story = StoryOptions()
+    diffs, last = [], None
+    current: dict = {"scene": None, "frames": []}
+    detections = []
+
+    def close_scene():  # detect a finished scene, then drop its frames (memory stays bounded)
+        if current["scene"] is not None:
+            d = detect(np.concatenate(current["frames"]), frame_step=1)
+            prompt = scenes[current["scene"]].prompt
+            detections.append({"prompt": prompt, "expected": attrs_of(prompt), "detected": d.as_tuple()})
+
+    t0 = time.perf_counter()
+    with VideoWriter(out, fps * factor) as w:
+
+        def sink(frames, scene):
+            nonlocal last
+            f = ((frames[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)  # (n, H, W, 3)
+            w.write(f)
+            seq = f if last is None else torch.cat([last, f])
+            diffs.extend((seq[1:] - seq[:-1]).abs().mean(dim=(1, 2, 3)).tolist())
+            last = f[-1:]
+            if scene != current["scene"]:
+                close_scene()
+                current.update(scene=scene, frames=[])
+            current["frames"].append((f * 255).round().byte().numpy())
+
+        r = run_story(
+            scenes,
+            base=cascade.base,
+            encode=cascade.encoder.encode,
+            tsr=cascade.tsr,
+            ssr=cascade.ssr,
+            options=cascade.options,
+            story=story,
+            sink=sink,
+        )
+    close_scene()
+    seconds = time.perf_counter() - t0
+    plan = plan_windows(scenes, story.window, story.context)
+    window_starts = {w.start * factor for w in plan if w.prev_scene is None and w.start > 0}
+    scene_starts = {w.start * factor for w in plan if w.prev_scene is not None}
+    # diffs[i] is the change from frame i to frame i+1; a boundary at frame b is diffs[b-1]
+    at_window = [diffs[b - 1] for b in window_starts]
+    at_scene = [diffs[b - 1] for b in scene_starts]
+    inside = [d for i, d in enumerate(diffs) if (i + 1) not in window_starts | scene_starts]
+    return {
+        "scenes": len(scenes),
+        "frames": r["frames"],
+        "seconds": round(seconds, 1),
+        "seconds_per_scene": r["seconds_per_scene"],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "seam_window_mean": float(np.mean(at_window)) if at_window else None,
+        "seam_scene_mean": float(np.mean(at_scene)) if at_scene else None,
+        "within_mean": float(np.mean(inside)),
+        "detections": detections,
+    }
+
+
+def single_prompt_adherence(prompts: list[str], fast: bool) -> list[dict]:
+    from cascade.run import load_demo_cascade
+
+    cascade = load_demo_cascade(fast=fast)
+    out = []
+    for i, p in enumerate(prompts):
+        frames, _ = cascade(p, seed=1000 + i)
+        d = detect(frames.numpy(), frame_step=1)
+        out.append({"prompt": p, "expected": attrs_of(p), "detected": d.as_tuple()})
+    return out
+
+
+def score(rows: list[dict]) -> dict:
+    keys = ("colour", "shape", "direction", "speed")
+    acc = {k: float(np.mean([r["detected"][i] == r["expected"][i] for r in rows])) for i, k in enumerate(keys)}
+    acc["all"] = float(np.mean([tuple(r["detected"]) == tuple(r["expected"]) for r in rows]))
+    return acc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--story", default=str(ROOT / "stories" / "shapes_20_scenes.txt"))
+    ap.add_argument("--fast", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--child", nargs=3, metavar=("SCENES", "FAST", "VIDEO"))
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(a.story, int(a.child[0]), a.child[1] == "1", a.child[2])))
+        return 0
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for n in (1, 20):
+        video = out / f"story_{n}_scene{'s' if n > 1 else ''}{'_fast' if a.fast else ''}.mp4"
+        r = subprocess.run(
+            [sys.executable, __file__, "--story", a.story, "--child", str(n), "1" if a.fast else "0", str(video)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        runs[n] = json.loads(r.stdout.strip().splitlines()[-1])
+        print(f"{n} scene(s): {runs[n]['seconds']} s, peak {runs[n]['peak_rss_mb']} MiB", flush=True)
+    long = runs[20]
+    prompts = [d["prompt"] for d in long["detections"]]
+    single = single_prompt_adherence(prompts, a.fast)
+    sps = long["seconds_per_scene"]
+    pairs = [(i, i + 1) for i in range(len(prompts) - 1) if attrs_of(prompts[i])[:2] == attrs_of(prompts[i + 1])[:2]]
+    carried = [long["detections"][j]["detected"][:2] == tuple(long["detections"][j]["expected"][:2]) for _, j in pairs]
+    result = {
+        "story": Path(a.story).name,
+        "fast": a.fast,
+        "runs": runs,
+        "peak_memory_ratio_20_vs_1": long["peak_rss_mb"] / runs[1]["peak_rss_mb"],
+        "time_first_scene_s": sps[0],
+        "time_last_scene_s": sps[-1],
+        "time_per_scene_spread": (max(sps[1:-1] or sps) - min(sps[1:-1] or sps)) / float(np.median(sps)),
+        "seam_ratio_window": long["seam_window_mean"] / long["within_mean"] if long["seam_window_mean"] else None,
+        "seam_ratio_scene": long["seam_scene_mean"] / long["within_mean"] if long["seam_scene_mean"] else None,
+        "adherence_story": score(long["detections"]),
+        "adherence_single_prompt": score(single),
+        "continuity_pairs": len(pairs),
+        "continuity_carried": float(np.mean(carried)) if carried else None,
+    }
+    (out / f"story_figures{'_fast' if a.fast else ''}.json").write_text(json.dumps(result, indent=1))
+    md = report(result)
+    (out / f"story_figures{'_fast' if a.fast else ''}.md").write_text(md)
+    print(md)
+    return 0
+
+
+def report(r: dict) -> str:
+    long, one = r["runs"][20], r["runs"][1]
+    s, p = r["adherence_story"], r["adherence_single_prompt"]
+    return "\n".join(
+        [
+            f"Story `{r['story']}` through the demo cascade{' (distilled students)' if r['fast'] else ''}: "
+            f"{long['scenes']} scenes, {long['frames']} frames at 64x64 (8 fps, {long['frames'] / 8 / 60:.1f} min).",
+            "",
+            "| figure | measured | target |",
+            "|---|---|---|",
+            f"| wall time, 20 scenes / 1 scene | {long['seconds'] / 60:.1f} min / {one['seconds']:.0f} s | - |",
+            f"| peak memory, 20 scenes / 1 scene | {long['peak_rss_mb']:.0f} / {one['peak_rss_mb']:.0f} MiB = **{r['peak_memory_ratio_20_vs_1']:.2f}x** | <= 1.2x |",
+            f"| time per scene, first / last (spread of the middle scenes) | {r['time_first_scene_s']:.1f} s / {r['time_last_scene_s']:.1f} s "
+            f"({100 * r['time_per_scene_spread']:.0f} %) | within +-15 % |",
+            f"| seam at window boundaries inside a scene / within windows | **{r['seam_ratio_window']:.2f}x** | <= 1.5x |",
+            f"| change at scene boundaries / within windows | {r['seam_ratio_scene']:.2f}x | - |",
+            f"| per-scene adherence, all four attributes: story / single prompt | {100 * s['all']:.0f} % / {100 * p['all']:.0f} % | within 10 points |",
+            f"| per attribute (colour, shape, direction, speed): story | {', '.join(f'{100 * s[k]:.0f} %' for k in ('colour', 'shape', 'direction', 'speed'))} | |",
+            f"| per attribute: single prompt | {', '.join(f'{100 * p[k]:.0f} %' for k in ('colour', 'shape', 'direction', 'speed'))} | |",
+            f"| continuity: colour and shape carried where the next prompt keeps them | {100 * (r['continuity_carried'] or 0):.0f} % of {r['continuity_pairs']} boundaries | |",
+            "",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
