@@ -106,6 +106,8 @@ def _guided_denoiser(stage: Stage, text, negative, opts: SamplingOptions, sigmas
     stage.check_text(negative)
     base = stage.denoiser()
     if cfg.is_distilled and cfg.distillation.guided:
+        if negative is not None:
+            raise ValueError("A guided-distilled student has guidance baked in and takes no negative prompt.")
         d = cfg.distillation
         if not d.w_min - 1e-6 <= opts.guidance <= d.w_max + 1e-6:
             raise ValueError(
