@@ -67,6 +67,18 @@ GUIDANCE = (
 SR_GUIDANCE = ("FLOAT", {**GUIDANCE[1], "default": 1.0})
 
 
+# shared numeric widgets: (type, options); each node adds its own tooltip with _w()
+FRAMES = ("INT", {"default": 16, "min": 1, "max": 1024})
+SIZE = ("INT", {"default": 32, "min": 4, "max": 4096, "step": 4})
+FPS = ("FLOAT", {"default": 4.0, "min": 0.1, "max": 240.0, "step": 0.1})
+SCALE = ("FLOAT", {"default": 2.0, "min": 1.0, "max": 8.0, "step": 0.25})
+MULTIPLIER = ("INT", {"default": 2, "min": 1, "max": 16})
+
+
+def _w(spec: tuple, tooltip: str, **changes) -> tuple:
+    return (spec[0], {**spec[1], **changes, "tooltip": tooltip})
+
+
 def _preview(x0: torch.Tensor):
     """A JPEG strip of up to 4 frames of the current x0 prediction (pixel space: no decoder needed)."""
     from PIL import Image
@@ -155,25 +167,10 @@ class ImagenVideoSampler:
             "required": {
                 "model": (MODEL_TYPE, {"tooltip": "A base stage (ImagenVideoModelLoader)."}),
                 "positive": POSITIVE,
-                "frames": (
-                    "INT",
-                    {"default": 16, "min": 1, "max": 1024, "tooltip": "Number of frames (the demo base was trained on 16)."},
-                ),
-                "width": (
-                    "INT",
-                    {
-                        "default": 32,
-                        "min": 4,
-                        "max": 4096,
-                        "step": 4,
-                        "tooltip": "Width in pixels (a multiple of the model's size multiple).",
-                    },
-                ),
-                "height": ("INT", {"default": 32, "min": 4, "max": 4096, "step": 4, "tooltip": "Height in pixels."}),
-                "fps": (
-                    "FLOAT",
-                    {"default": 4.0, "min": 0.1, "max": 240.0, "step": 0.1, "tooltip": "Frame rate passed on with the frames."},
-                ),
+                "frames": _w(FRAMES, "Number of frames (the demo base was trained on 16)."),
+                "width": _w(SIZE, "Width in pixels (a multiple of the model's size multiple)."),
+                "height": _w(SIZE, "Height in pixels."),
+                "fps": _w(FPS, "Frame rate passed on with the frames."),
                 "seed": SEED,
                 "steps": (
                     "INT",
@@ -270,16 +267,7 @@ class ImagenVideoSpatialSR:
                 "model": (MODEL_TYPE, {"tooltip": "An SSR stage."}),
                 "images": ("IMAGE", {"tooltip": "Frames from any node (our stages, LoadVideo, an interpolator...)."}),
                 "positive": POSITIVE,
-                "scale": (
-                    "FLOAT",
-                    {
-                        "default": 2.0,
-                        "min": 1.0,
-                        "max": 8.0,
-                        "step": 0.25,
-                        "tooltip": "Upscale factor (the model's own factor gives the best results).",
-                    },
-                ),
+                "scale": _w(SCALE, "Upscale factor (the model's own factor gives the best results)."),
                 "noise_augmentation": NOISE_AUG,
                 "seed": SEED,
                 "steps": (
@@ -388,26 +376,9 @@ class ImagenVideoTemporalSR:
             "required": {
                 "model": (MODEL_TYPE, {"tooltip": "A TSR stage."}),
                 "images": ("IMAGE", {"tooltip": "Frames from any node."}),
-                "fps": (
-                    "FLOAT",
-                    {
-                        "default": 4.0,
-                        "min": 0.1,
-                        "max": 240.0,
-                        "step": 0.1,
-                        "tooltip": "Frame rate of the input (connect the previous stage's fps).",
-                    },
-                ),
+                "fps": _w(FPS, "Frame rate of the input (connect the previous stage's fps)."),
                 "positive": POSITIVE,
-                "multiplier": (
-                    "INT",
-                    {
-                        "default": 2,
-                        "min": 1,
-                        "max": 16,
-                        "tooltip": "Frame-rate multiplier: a power of the model's factor (x2 model: 2, 4, 8...).",
-                    },
-                ),
+                "multiplier": _w(MULTIPLIER, "Frame-rate multiplier: a power of the model's factor (x2 model: 2, 4, 8...)."),
                 "frame_count_mode": (
                     FRAME_COUNT_MODES,
                     {
@@ -512,24 +483,12 @@ class ImagenVideoDistilledSampler:
             },
             "optional": {
                 "images": ("IMAGE", {"tooltip": "Input frames (SSR / TSR students)."}),
-                "fps": (
-                    "FLOAT",
-                    {
-                        "default": 4.0,
-                        "min": 0.1,
-                        "max": 240.0,
-                        "step": 0.1,
-                        "tooltip": "Base: output frame rate. TSR: input frame rate.",
-                    },
-                ),
-                "frames": ("INT", {"default": 16, "min": 1, "max": 1024, "tooltip": "Base students: number of frames."}),
-                "width": ("INT", {"default": 32, "min": 4, "max": 4096, "step": 4, "tooltip": "Base students: width."}),
-                "height": ("INT", {"default": 32, "min": 4, "max": 4096, "step": 4, "tooltip": "Base students: height."}),
-                "scale": (
-                    "FLOAT",
-                    {"default": 2.0, "min": 1.0, "max": 8.0, "step": 0.25, "tooltip": "SSR students: upscale factor."},
-                ),
-                "multiplier": ("INT", {"default": 2, "min": 1, "max": 16, "tooltip": "TSR students: frame-rate multiplier."}),
+                "fps": _w(FPS, "Base: output frame rate. TSR: input frame rate."),
+                "frames": _w(FRAMES, "Base students: number of frames."),
+                "width": _w(SIZE, "Base students: width."),
+                "height": _w(SIZE, "Base students: height."),
+                "scale": _w(SCALE, "SSR students: upscale factor."),
+                "multiplier": _w(MULTIPLIER, "TSR students: frame-rate multiplier."),
                 "frame_count_mode": (
                     FRAME_COUNT_MODES,
                     {"default": "imagen", "tooltip": "TSR students: N*m or (N-1)*m+1 frames."},

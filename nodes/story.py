@@ -10,7 +10,7 @@ from ..cascade.story import StoryOptions, parse_story, run_story, story_base_fra
 from ..cascade.video_io import VideoWriter
 from . import adapter
 from .models import MODEL_TYPE, TEXT_ENCODER_TYPE
-from .stages import GUIDANCE, SEED, _check_fps, _result
+from .stages import FPS, GUIDANCE, SEED, _check_fps, _result, _w
 
 CATEGORY = "Imagen Video/story"
 STORY_DEFAULT = (
@@ -26,16 +26,7 @@ STORY = (
     },
 )
 COMMON = {
-    "fps": (
-        "FLOAT",
-        {
-            "default": 4.0,
-            "min": 0.1,
-            "max": 240.0,
-            "step": 0.1,
-            "tooltip": "Frame rate of the base frames (durations in seconds use it).",
-        },
-    ),
+    "fps": _w(FPS, "Frame rate of the base frames (durations in seconds use it)."),
     "seconds_per_scene": (
         "FLOAT",
         {"default": 4.0, "min": 0.25, "max": 600.0, "step": 0.25, "tooltip": "Duration of scenes that give none."},
