@@ -11,8 +11,8 @@ Configurations (batch 2 = a classifier-free-guidance pair, text 16 tokens x 384)
   concatenated on channels), 3 levels (c, 2c, 4c), convolutional.
 Ours is built twice per configuration, with widths chosen so its parameter count matches each
 baseline ("matched parameter count"). All timings are medians of interleaved rounds in one
-process; peak memory is measured in a fresh child process per model (ru_maxrss above the
-resident size after building the model).
+process; peak memory is measured in a fresh child process per model: the peak resident size
+(VmHWM, reset after building the model and one warm-up call) above the resident size before the call.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -180,24 +179,48 @@ def time_train_step(net, call, opt) -> float:
     return time.perf_counter() - t0
 
 
-def rss_mb() -> float:
-    import psutil
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {key} in /proc/self/status")
 
-    return psutil.Process().memory_info().rss / 2**20
+
+def _hwm_mb() -> float:
+    """Peak resident memory since the last reset (VmHWM), in MiB."""
+    return _status_mb("VmHWM")
+
+
+def _reset_hwm() -> None:
+    """Reset the peak-RSS counter (Linux clear_refs '5'); a child otherwise inherits its parent's peak."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _rss_mb() -> float:
+    return _status_mb("VmRSS")
 
 
 def child_memory(name: str) -> dict:
     net, call = build(name)
     net.eval()
+    with torch.inference_mode():
+        call()  # one-off allocations (weights of lazily built buffers, thread pools)
     gc.collect()
-    base = rss_mb()
+    base = _rss_mb()
+    _reset_hwm()
     with torch.inference_mode():
         call()
-    fwd_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    fwd_peak = _hwm_mb() - base
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-5)
+    time_train_step(net, call, opt)  # creates the optimizer state
+    gc.collect()
+    base_train = _rss_mb()
+    _reset_hwm()
     time_train_step(net, call, opt)
-    train_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    train_peak = _hwm_mb() - base_train
     return {"forward_peak_mb": round(fwd_peak, 1), "train_peak_mb": round(train_peak, 1)}
 
 
@@ -226,7 +249,20 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--memory-child")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the markdown from the saved JSON")
+    ap.add_argument("--memory-only", action="store_true", help="re-measure peak memory into the saved JSON")
     a = ap.parse_args()
+    if a.report_only or a.memory_only:
+        res = json.loads((Path(a.out) / "unet_speed.json").read_text())
+        if a.memory_only:
+            for c in res["configs"].values():
+                for n, v in c["models"].items():
+                    v.update(memory(n))
+                    print(n, {k: v[k] for k in ("forward_peak_mb", "train_peak_mb")}, flush=True)
+            (Path(a.out) / "unet_speed.json").write_text(json.dumps(res, indent=1))
+        (Path(a.out) / "unet_speed.md").write_text(report(res))
+        print(report(res))
+        return 0
     torch.set_num_threads(a.threads)
     if a.memory_child:
         print(json.dumps(child_memory(a.memory_child)))
@@ -293,9 +329,8 @@ def main() -> int:
 
 def _label(n: str) -> str:
     p = n.split(":")
-    return {"imagen": "imagen-pytorch 2.1.0 Unet3D", "diffusers": "diffusers 0.42.1 UNet3DConditionModel"}.get(
-        p[1], f"ours (width {p[2]})"
-    )
+    names = {"imagen": "imagen-pytorch 2.1.0 Unet3D", "diffusers": "diffusers 0.42.1 UNet3DConditionModel"}
+    return names[p[1]] if p[1] in names else f"ours (width {p[2]})"
 
 
 def report(r: dict) -> str:
