@@ -109,7 +109,9 @@ def add_train(sub) -> None:
     p.add_argument("--text-encoder", help="'minilm' (default), a HF folder or a T5 .safetensors (with a tokenizer next to it)")
     p.add_argument("--min-snr-gamma", type=float)
     p.add_argument("--grad-checkpointing", action="store_true")
-    p.add_argument("--continuation-mix", help="base with continuation: fractions none,prefix,first+last,sparse (e.g. 0.75,0.15,0.05,0.05)")
+    p.add_argument(
+        "--continuation-mix", help="base with continuation: fractions none,prefix,first+last,sparse (e.g. 0.75,0.15,0.05,0.05)"
+    )
     p.add_argument("--overfit-one-batch", action="store_true", help="sanity mode: show within a minute that the stage can learn")
     p.add_argument("--overfit-steps", type=int, default=120)
     p.set_defaults(fn=cmd_train)

@@ -84,8 +84,15 @@ def demo_train_config(role: str, **overrides):
     from .train import TrainConfig
 
     recipes = {
-        "base": dict(batch=8, lr=4e-4, warmup=200, frame_skip=2, image_fraction=0.125, ema_decay=0.999,
-                     continuation_mix=(0.75, 0.15, 0.05, 0.05)),
+        "base": dict(
+            batch=8,
+            lr=4e-4,
+            warmup=200,
+            frame_skip=2,
+            image_fraction=0.125,
+            ema_decay=0.999,
+            continuation_mix=(0.75, 0.15, 0.05, 0.05),
+        ),
         "tsr": dict(batch=6, lr=4e-4, warmup=100, frame_skip=1, clip_frames=16, ema_decay=0.999),
         "ssr": dict(batch=4, lr=4e-4, warmup=100, frame_skip=1, clip_frames=8, image_fraction=0.25, ema_decay=0.999),
     }

@@ -188,9 +188,12 @@ class _Evaluator:
         return torch.stack(vids), attrs
 
     def ssr(self, key: str = "ssr", options: SamplingOptions | None = None) -> dict:
+        return self._ssr(key, options)[0]
+
+    def _ssr(self, key: str, options: SamplingOptions | None):
         stage = self.stage(key)
         if stage is None:
-            return {}
+            return {}, None
         options = options or DEFAULT_OPTIONS["ssr"]
         gt, attrs = self.gt_clips(self.cfg.samples, 16, stage.config.width)
         low = resize_video(gt, (gt.shape[-2] // 2, gt.shape[-1] // 2))
@@ -222,12 +225,15 @@ class _Evaluator:
         }
         res["gain_over_bicubic_db"] = res["psnr"] - res["bicubic_psnr"]
         self._save_grid(torch.cat([bicubic[:4], out[:4], gt[:4]]), None, f"{key}_bicubic_ours_gt.png")
-        return res
+        return res, out
 
     def tsr(self, key: str = "tsr", options: SamplingOptions | None = None) -> dict:
+        return self._tsr(key, options)[0]
+
+    def _tsr(self, key: str, options: SamplingOptions | None):
         stage = self.stage(key)
         if stage is None:
-            return {}
+            return {}, None
         options = options or DEFAULT_OPTIONS["tsr"]
         gt, attrs = self.gt_clips(self.cfg.samples, 31, stage.config.width)
         low = gt[:, :, ::2]  # 16 frames; the 15 odd frames are to be inserted
@@ -255,7 +261,7 @@ class _Evaluator:
             "n": len(attrs),
         }
         res["gain_over_blend_db"] = res["psnr_inserted"] - res["blend_psnr_inserted"]
-        return res
+        return res, out
 
     def cascade(self, fast: bool = False) -> dict:
         keys = ("base", "tsr", "ssr") if not fast else ("base_distilled", "tsr_distilled", "ssr_distilled")
@@ -286,17 +292,41 @@ class _Evaluator:
         return res
 
     def distilled(self) -> dict:
+        """Students vs their teachers. The teacher samples its distillation grid (the student's
+        ``teacher_steps``, with classifier-free guidance: 2 evaluations per step); the students
+        sample 8 (and 4, 2 when given) steps with one evaluation per step."""
         res: dict = {}
         teacher, student = self.stage("base"), self.stage("base_distilled")
-        if teacher is None or student is None:
-            return res
+        if teacher is not None and student is not None:
+            res.update(self._distilled_base(teacher, student))
+        for role in ("tsr", "ssr"):
+            st = self.stage(f"{role}_distilled")
+            if st is None or self.stage(role) is None:
+                continue
+            steps = st.config.distillation.teacher_steps or DEFAULT_OPTIONS[role].steps
+            run = self._tsr if role == "tsr" else self._ssr
+            t_opts = replace(DEFAULT_OPTIONS[role], steps=steps, sampler="ddim")
+            t_res, t_out = run(role, t_opts)
+            s_res, s_out = run(f"{role}_distilled", FAST_OPTIONS[role])
+            nfe = (2 if t_opts.guidance else 1) * steps
+            res[f"{role} teacher"] = {**t_res, "steps": steps, "nfe_per_video": nfe}
+            res[f"{role} student 8-step"] = {
+                **s_res,
+                "nfe_per_video": 8,
+                "paired_psnr_vs_teacher": psnr((s_out + 1) / 2, (t_out + 1) / 2),
+            }
+        return res
+
+    def _distilled_base(self, teacher: Stage, student: Stage) -> dict:
+        res: dict = {}
         attrs = _prompts("seen", self.cfg.samples, self.cfg.seed)
         held = _prompts("held_out", self.cfg.samples, self.cfg.seed)
-        t_opts = DEFAULT_OPTIONS["base"]
-        t_seen = self.base_videos(teacher, attrs, replace(t_opts, sampler="ddim"), self.cfg.seed)
+        steps = student.config.distillation.teacher_steps or DEFAULT_OPTIONS["base"].steps
+        t_opts = replace(DEFAULT_OPTIONS["base"], steps=steps, sampler="ddim")
+        t_seen = self.base_videos(teacher, attrs, t_opts, self.cfg.seed)
         res["base teacher"] = {
-            "steps": t_opts.steps,
-            "nfe_per_video": 2 * t_opts.steps,
+            "steps": steps,
+            "nfe_per_video": 2 * steps,
             "seen": _score(t_seen, attrs, 2),
             "held_out": _score(self.base_videos(teacher, held, t_opts, self.cfg.seed), held, 2),
         }
@@ -309,26 +339,22 @@ class _Evaluator:
         for n, st in students.items():
             if n not in st.config.distillation.steps:
                 continue
-            row = {"steps": n, "nfe_per_video": n}
+            row: dict = {"steps": n, "nfe_per_video": n}
             for sampler in ("distilled_stochastic", "ddim"):
                 o = replace(FAST_OPTIONS["base"], steps=n, sampler=sampler)
                 vids = self.base_videos(st, attrs, o, self.cfg.seed)
                 row[sampler] = {"seen": _score(vids, attrs, 2)}
-                if sampler == "ddim":
-                    row["paired_psnr_vs_teacher"] = psnr(((vids + 1) / 2), ((t_seen + 1) / 2))
+                if sampler == "ddim":  # the deterministic student learned exactly the teacher's DDIM map
+                    row["paired_psnr_vs_teacher"] = psnr((vids + 1) / 2, (t_seen + 1) / 2)
                 else:
                     row[sampler]["held_out"] = _score(self.base_videos(st, held, o, self.cfg.seed), held, 2)
-            teacher_few = self.base_videos(teacher, attrs, replace(t_opts, steps=n, sampler="ddim"), self.cfg.seed)
-            row["teacher_ddim_same_steps"] = {"seen": _score(teacher_few, attrs, 2), "nfe_per_video": 2 * n}
+            teacher_few = self.base_videos(teacher, attrs, replace(t_opts, steps=n), self.cfg.seed)
+            row["teacher_ddim_same_steps"] = {
+                "seen": _score(teacher_few, attrs, 2),
+                "nfe_per_video": 2 * n,
+                "paired_psnr_vs_teacher": psnr((teacher_few + 1) / 2, (t_seen + 1) / 2),
+            }
             res[f"base student {n}-step"] = row
-        for role in ("tsr", "ssr"):
-            st = self.stage(f"{role}_distilled")
-            if st is None:
-                continue
-            fn = self.tsr if role == "tsr" else self.ssr
-            res[f"{role} student 8-step"] = fn(f"{role}_distilled", FAST_OPTIONS[role])
-            res[f"{role} student 8-step"]["nfe_per_video"] = 8
-            res[f"{role} teacher"] = {"nfe_per_video": 2 * DEFAULT_OPTIONS[role].steps}
         return res
 
     # -- output -----------------------------------------------------------------------------------
@@ -464,15 +490,18 @@ def report(r: dict) -> str:
                     f"| student | DDIM | {n} | {n} | {_pct(row['ddim']['seen']['all'])} | - | {row['paired_psnr_vs_teacher']:.2f} dB |"
                 )
                 tf = row["teacher_ddim_same_steps"]
-                lines.append(f"| teacher | DDIM + CFG | {n} | {tf['nfe_per_video']} | {_pct(tf['seen']['all'])} | - | - |")
+                lines.append(
+                    f"| teacher | DDIM + CFG | {n} | {tf['nfe_per_video']} | {_pct(tf['seen']['all'])} | - | {tf['paired_psnr_vs_teacher']:.2f} dB |"
+                )
             lines.append("")
         for role in ("ssr", "tsr"):
             if f"{role} student 8-step" in d:
-                s = d[f"{role} student 8-step"]
-                val = s.get("psnr", s.get("psnr_inserted"))
+                s, t = d[f"{role} student 8-step"], d[f"{role} teacher"]
+                key = "psnr" if role == "ssr" else "psnr_inserted"
                 lines.append(
-                    f"- {role.upper()} 8-step student: PSNR {val:.2f} dB with {s['nfe_per_video']} evaluations per video "
-                    f"(teacher: {d[f'{role} teacher']['nfe_per_video']})."
+                    f"- {role.upper()}: 8-step student {s[key]:.2f} dB vs ground truth with {s['nfe_per_video']} evaluations per video; "
+                    f"teacher ({t['steps']} steps) {t[key]:.2f} dB with {t['nfe_per_video']}; paired PSNR student vs teacher "
+                    f"{s['paired_psnr_vs_teacher']:.2f} dB."
                 )
         lines.append("")
     lines.append(f"Total evaluation time: {r.get('seconds', 0) / 60:.1f} min.")

@@ -280,3 +280,11 @@ def test_two_process_cpu_training_with_gloo(tmp_path):
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in logs] == [1, 2, 3]
     assert load_stage(out / "stage.safetensors").config.role == "base"
+
+
+@pytest.mark.parametrize("role", ["base", "ssr", "tsr"])
+def test_sample_videos_are_written_at_intervals(tmp_path, role):
+    cfg = train_cfg(tmp_path, role, sample_every=2, checkpoint_every=0, sample_prompts=("a red circle moving right",))
+    Trainer(cfg, encoder=TinyEncoder()).run(steps=2)
+    gifs = sorted((Path(cfg.out) / "samples").glob("*.gif"))
+    assert [g.name for g in gifs] == ["step_0000002.gif"]
