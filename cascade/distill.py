@@ -28,7 +28,7 @@ from .config import DistillationInfo
 from .diffusion import VDenoiser, distillation_target, sample_aug_logsnr
 from .stage import Stage, load_stage
 from .text import TextEmbedding, load_text_encoder
-from .train import TrainConfig, build_batch, conditioning_for
+from .train import TrainConfig, build_batch, conditioning_for, flatten_captions
 from .unet import VideoUNet
 
 __all__ = ["DistillConfig", "distill", "guided_student_from", "round_schedule"]
@@ -132,11 +132,7 @@ class _Distiller:
         g = torch.Generator().manual_seed(self.cfg.seed * 7_777_777 + salt * 100_003 + step * 13 + rank)
         text = None
         if self.teacher.config.text_dim:
-            caps = data["captions"]
-            if any(isinstance(c, list) for c in caps):
-                t = len(next(c for c in caps if isinstance(c, list)))
-                caps = [p for c in caps for p in (c if isinstance(c, list) else [c] * t)]
-            text = self.encoder.encode(caps).to(self.acc.device)
+            text = self.encoder.encode(flatten_captions(data["captions"])).to(self.acc.device)
         kw = {}
         if self.teacher.config.unet.aug_cond:
             lam = sample_aug_logsnr(b, self.schedule, generator=g)

@@ -34,7 +34,7 @@ from .stage import Stage
 from .text import TextEmbedding, load_text_encoder
 from .unet import VideoUNet
 
-__all__ = ["TrainConfig", "Trainer", "build_batch"]
+__all__ = ["TrainConfig", "Trainer", "build_batch", "conditioning_for", "flatten_captions"]
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "imagen-video-train-state"
@@ -180,6 +180,15 @@ def build_batch(cfg: TrainConfig, source, index0: int, batch: int, image_source=
     return out
 
 
+def flatten_captions(captions: list) -> list[str]:
+    """Batch captions -> one caption per text row: packed-image items carry a list (one caption per
+    frame), so when any item does, every video item's caption is repeated per frame (B*T rows)."""
+    if not any(isinstance(c, list) for c in captions):
+        return list(captions)
+    t = len(next(c for c in captions if isinstance(c, list)))
+    return [p for c in captions for p in (c if isinstance(c, list) else [c] * t)]
+
+
 def conditioning_for(stage: StageConfig, batch: dict, aug_logsnr: torch.Tensor, generator: torch.Generator) -> dict:
     """Network keyword arguments (``cond``, ``aug_logsnr``) for a batch, with noise augmentation."""
     x = batch["x"]
@@ -292,11 +301,7 @@ class Trainer:
         return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.acc.process_index * 7919 + step * 31 + salt)
 
     def encode(self, captions) -> TextEmbedding:
-        if any(isinstance(c, list) for c in captions):
-            t = len(next(c for c in captions if isinstance(c, list)))
-            flat = [p for c in captions for p in (c if isinstance(c, list) else [c] * t)]
-            return self.encoder.encode(flat)
-        return self.encoder.encode(captions)
+        return self.encoder.encode(flatten_captions(captions))
 
     def make_batch(self, step: int) -> dict:
         world, rank, b = self.acc.num_processes, self.acc.process_index, self.cfg.batch
