@@ -108,8 +108,8 @@ class Graph:
 
 
 def text_nodes(g, x=0, y=0, prompt=PROMPT):
-    enc = g.add("ImagenVideoTextEncoderLoader", (x, y), {"encoder": "all-MiniLM-L6-v2 (embedded)"}, size=(320, 110))
-    txt = g.add("ImagenVideoTextEncode", (x, y + 160), {"text": prompt}, {"text_encoder": (enc, 0)}, size=(320, 140))
+    enc = g.add("ImagenVideoTextEncoderLoader", (x, y), {"encoder": "all-MiniLM-L6-v2 (embedded)"}, size=(320, 130))
+    txt = g.add("ImagenVideoTextEncode", (x, y + 170), {"text": prompt}, {"text_encoder": (enc, 0)}, size=(320, 160))
     return txt
 
 
@@ -121,9 +121,9 @@ def save_video(g, images, fps, pos, prefix):
 def cascade(schemas):
     g = Graph(schemas)
     txt = text_nodes(g)
-    lb = g.add("ImagenVideoModelLoader", (0, 360), {"model_name": BASE})
+    lb = g.add("ImagenVideoModelLoader", (0, 380), {"model_name": BASE})
     base = g.add("ImagenVideoSampler", (380, 0), {"seed": 42}, {"model": (lb, 0), "positive": (txt, 0)}, size=(320, 420))
-    lt = g.add("ImagenVideoModelLoader", (380, 460), {"model_name": TSR})
+    lt = g.add("ImagenVideoModelLoader", (0, 540), {"model_name": TSR})
     tsr = g.add(
         "ImagenVideoTemporalSR",
         (740, 0),
@@ -131,7 +131,7 @@ def cascade(schemas):
         {"model": (lt, 0), "images": (base, 0), "fps": (base, 1), "positive": (txt, 0)},
         size=(320, 420),
     )
-    ls = g.add("ImagenVideoModelLoader", (740, 460), {"model_name": SSR})
+    ls = g.add("ImagenVideoModelLoader", (0, 700), {"model_name": SSR})
     ssr = g.add(
         "ImagenVideoSpatialSR",
         (1100, 0),
@@ -143,7 +143,7 @@ def cascade(schemas):
     g.note(
         "Imagen Video cascade with the demo stages: text -> base (16 frames 32x32, 4 fps) -> TSR x2 (32 frames, 8 fps) -> "
         "SSR x2 (64x64) -> SaveVideo. Every stage takes and returns IMAGE, so any of them can be swapped for another node.",
-        (0, 560),
+        (0, 860),
     )
     return g
 
@@ -152,9 +152,9 @@ def paper_7_stage(schemas):
     """The paper's layout (base, TSR, SSR, SSR, TSR, TSR, SSR) built from the demo stages repeated."""
     g = Graph(schemas)
     txt = text_nodes(g)
-    lb = g.add("ImagenVideoModelLoader", (0, 360), {"model_name": BASE})
-    lt = g.add("ImagenVideoModelLoader", (0, 500), {"model_name": TSR})
-    ls = g.add("ImagenVideoModelLoader", (0, 640), {"model_name": SSR})
+    lb = g.add("ImagenVideoModelLoader", (0, 380), {"model_name": BASE})
+    lt = g.add("ImagenVideoModelLoader", (0, 540), {"model_name": TSR})
+    ls = g.add("ImagenVideoModelLoader", (0, 700), {"model_name": SSR})
     cur = g.add(
         "ImagenVideoSampler", (380, 0), {"seed": 1, "steps": 24}, {"model": (lb, 0), "positive": (txt, 0)}, size=(300, 420)
     )
@@ -164,7 +164,7 @@ def paper_7_stage(schemas):
         if kind == "tsr":
             n = g.add(
                 "ImagenVideoTemporalSR",
-                (x, 0 if i % 2 == 0 else 460),
+                (x, 0),
                 {"seed": 10 + i, "steps": 8},
                 {"model": (lt, 0), "images": img, "fps": fps, "positive": (txt, 0)},
                 size=(300, 420),
@@ -174,7 +174,7 @@ def paper_7_stage(schemas):
         else:
             n = g.add(
                 "ImagenVideoSpatialSR",
-                (x, 0 if i % 2 == 0 else 460),
+                (x, 0),
                 {"seed": 10 + i, "steps": 8},
                 {"model": (ls, 0), "images": img, "positive": (txt, 0)},
                 size=(300, 380),
@@ -186,7 +186,7 @@ def paper_7_stage(schemas):
     g.note(
         "The paper's 7-stage layout (base, TSR, SSR, SSR, TSR, TSR, SSR) built by repeating the demo TSR and SSR stages: "
         "16 frames 32x32 at 4 fps -> 128 frames 256x256 at 32 fps. Heavy on a CPU (several minutes); SR stages use 8 steps here.",
-        (0, 780),
+        (0, 860),
     )
     return g
 
@@ -194,9 +194,9 @@ def paper_7_stage(schemas):
 def distilled(schemas):
     g = Graph(schemas)
     txt = text_nodes(g)
-    lb = g.add("ImagenVideoModelLoader", (0, 360), {"model_name": BASE_D})
+    lb = g.add("ImagenVideoModelLoader", (0, 380), {"model_name": BASE_D})
     base = g.add("ImagenVideoDistilledSampler", (380, 0), {"seed": 42}, {"model": (lb, 0), "positive": (txt, 0)}, size=(320, 480))
-    lt = g.add("ImagenVideoModelLoader", (380, 520), {"model_name": TSR_D})
+    lt = g.add("ImagenVideoModelLoader", (0, 540), {"model_name": TSR_D})
     tsr = g.add(
         "ImagenVideoDistilledSampler",
         (740, 0),
@@ -204,7 +204,7 @@ def distilled(schemas):
         {"model": (lt, 0), "positive": (txt, 0), "images": (base, 0), "fps": (base, 1)},
         size=(320, 480),
     )
-    ls = g.add("ImagenVideoModelLoader", (740, 520), {"model_name": SSR_D})
+    ls = g.add("ImagenVideoModelLoader", (0, 700), {"model_name": SSR_D})
     ssr = g.add(
         "ImagenVideoDistilledSampler",
         (1100, 0),
@@ -215,7 +215,7 @@ def distilled(schemas):
     save_video(g, (ssr, 0), (ssr, 1), (1460, 0), "imagen_video/distilled")
     g.note(
         "The fast path: every stage is an 8-step guided-distilled student (one network evaluation per step, guidance baked in).",
-        (0, 560),
+        (0, 860),
     )
     return g
 
@@ -223,9 +223,9 @@ def distilled(schemas):
 def ssr_swapped(schemas):
     g = Graph(schemas)
     txt = text_nodes(g)
-    lb = g.add("ImagenVideoModelLoader", (0, 360), {"model_name": BASE})
+    lb = g.add("ImagenVideoModelLoader", (0, 380), {"model_name": BASE})
     base = g.add("ImagenVideoSampler", (380, 0), {"seed": 42}, {"model": (lb, 0), "positive": (txt, 0)}, size=(320, 420))
-    lt = g.add("ImagenVideoModelLoader", (380, 460), {"model_name": TSR})
+    lt = g.add("ImagenVideoModelLoader", (0, 540), {"model_name": TSR})
     tsr = g.add(
         "ImagenVideoTemporalSR",
         (740, 0),
@@ -237,16 +237,16 @@ def ssr_swapped(schemas):
     save_video(g, (up, 0), (tsr, 1), (1440, 0), "imagen_video/ssr_swapped")
     g.note(
         "The SSR stage swapped for core ImageScaleBy: stages exchange plain IMAGE batches, so any upscaler (or an upscale model) fits.",
-        (0, 560),
+        (0, 700),
     )
     return g
 
 
 def t5_route(schemas):
     g = Graph(schemas)
-    clip = g.add("CLIPLoader", (0, 0), {"clip_name": "t5xxl_fp16.safetensors", "type": "mochi"}, size=(320, 110))
-    txt = g.add("CLIPTextEncode", (0, 160), {"text": PROMPT}, {"clip": (clip, 0)}, size=(320, 140))
-    lb = g.add("ImagenVideoModelLoader", (0, 360), {"model_name": "my_t5xxl_base.safetensors"})
+    clip = g.add("CLIPLoader", (0, 0), {"clip_name": "t5xxl_fp16.safetensors", "type": "mochi"}, size=(320, 130))
+    txt = g.add("CLIPTextEncode", (0, 170), {"text": PROMPT}, {"clip": (clip, 0)}, size=(320, 160))
+    lb = g.add("ImagenVideoModelLoader", (0, 380), {"model_name": "my_t5xxl_base.safetensors"})
     base = g.add("ImagenVideoSampler", (380, 0), {"seed": 42}, {"model": (lb, 0), "positive": (txt, 0)}, size=(320, 420))
     save_video(g, (base, 0), (base, 1), (740, 0), "imagen_video/t5")
     g.note(
@@ -269,10 +269,10 @@ a yellow triangle moving right quickly | 4s"""
 
 def story(schemas, text, prefix, note, seconds=4.0):
     g = Graph(schemas)
-    enc = g.add("ImagenVideoTextEncoderLoader", (0, 0), {"encoder": "all-MiniLM-L6-v2 (embedded)"}, size=(320, 110))
-    lb = g.add("ImagenVideoModelLoader", (0, 160), {"model_name": BASE})
-    lt = g.add("ImagenVideoModelLoader", (0, 300), {"model_name": TSR})
-    ls = g.add("ImagenVideoModelLoader", (0, 440), {"model_name": SSR})
+    enc = g.add("ImagenVideoTextEncoderLoader", (0, 0), {"encoder": "all-MiniLM-L6-v2 (embedded)"}, size=(320, 130))
+    lb = g.add("ImagenVideoModelLoader", (0, 170), {"model_name": BASE})
+    lt = g.add("ImagenVideoModelLoader", (0, 330), {"model_name": TSR})
+    ls = g.add("ImagenVideoModelLoader", (0, 490), {"model_name": SSR})
     g.add(
         "ImagenVideoStoryToVideo",
         (380, 0),
@@ -280,7 +280,7 @@ def story(schemas, text, prefix, note, seconds=4.0):
         {"model": (lb, 0), "text_encoder": (enc, 0), "tsr_model": (lt, 0), "ssr_model": (ls, 0)},
         size=(420, 640),
     )
-    g.note(note, (0, 600), size=(360, 220))
+    g.note(note, (0, 650), size=(360, 220))
     return g
 
 

@@ -5,7 +5,6 @@ import { app } from "../../scripts/app.js";
 const TYPE_COLOURS = {
   IMAGEN_VIDEO_MODEL: "#c9a227",
   IMAGEN_VIDEO_TEXT_ENCODER: "#d4732a",
-  IMAGEN_VIDEO_STORY: "#7fb069",
 };
 
 const STAGE_NODES = new Set([
@@ -23,6 +22,35 @@ function formatInfo(info) {
   return `${info.frames} frames × ${info.width}×${info.height} @ ${fpsText} fps`;
 }
 
+// The colour palette service rewrites these tables when the palette loads or changes and
+// would blank our entries (""), so each of our types gets a getter that always answers our
+// colour while the rest of the table stays the palette's.
+function pinColours(table) {
+  if (!table) return;
+  for (const [type, colour] of Object.entries(TYPE_COLOURS)) {
+    Object.defineProperty(table, type, {
+      get: () => colour,
+      set: () => {},
+      enumerable: true,
+      configurable: true,
+    });
+  }
+}
+
+// The frontend keeps the image of the last run per node in app.nodePreviewImages; when a
+// node's output changes we drop the stale entry so the new animated preview is shown.
+function forgetPreview(node) {
+  const previews = app.nodePreviewImages;
+  if (!previews) return;
+  const graph = node.graph;
+  const key = graph && graph !== app.graph && graph.id ? `${graph.id}:${node.id}` : String(node.id);
+  const urls = previews[key];
+  if (Array.isArray(urls)) {
+    for (const url of urls) if (typeof url === "string" && url.startsWith("blob:")) URL.revokeObjectURL(url);
+  }
+  delete previews[key];
+}
+
 app.registerExtension({
   name: "ImagenVideo.ui",
 
@@ -30,11 +58,8 @@ app.registerExtension({
     const canvas = app.canvas;
     if (!canvas) return;
     canvas.default_connection_color_byType = canvas.default_connection_color_byType || {};
-    const linkColours = canvas.constructor?.link_type_colors;
-    for (const [type, colour] of Object.entries(TYPE_COLOURS)) {
-      canvas.default_connection_color_byType[type] = colour;
-      if (linkColours) linkColours[type] = colour;
-    }
+    pinColours(canvas.default_connection_color_byType);
+    pinColours(canvas.constructor?.link_type_colors);
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -42,6 +67,7 @@ app.registerExtension({
 
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
+      forgetPreview(this);
       onExecuted?.apply(this, arguments);
       const info = message?.imagen_video_info?.[0];
       this.imagenVideoInfo = info ? formatInfo(info) : undefined;
@@ -56,7 +82,7 @@ app.registerExtension({
       ctx.font = "12px sans-serif";
       const text = this.imagenVideoInfo;
       const w = ctx.measureText(text).width + 12;
-      const x = this.size[0] - w - 6;
+      const x = 0;
       const y = -LiteGraph.NODE_TITLE_HEIGHT - 24;
       ctx.fillStyle = "rgba(20, 20, 20, 0.85)";
       ctx.beginPath();
