@@ -182,7 +182,7 @@ def plan_windows(scenes: list[Scene], window: int = 16, context: int = 4) -> lis
         left = scene.frames
         first_of_scene = True
         while left > 0:
-            ctx = 0 if pos == 0 else context
+            ctx = min(context, pos)  # scenes shorter than the context: only what is finished so far
             new = min(window - ctx, left)
             plan.append(Window(len(plan), si, pos, new, ctx, si - 1 if first_of_scene and si > 0 else None))
             pos += new

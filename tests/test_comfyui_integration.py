@@ -265,6 +265,8 @@ def test_example_workflow_runs_and_writes_the_expected_video(server, name):
         name == "imagen_video_paper_7_stages"
     ):  # keep the CPU run short: 2 steps per stage (the workflow's own values are for real use)
         overrides.update({(t, "steps"): 2 for t in ("ImagenVideoSampler", "ImagenVideoTemporalSR", "ImagenVideoSpatialSR")})
+    if name == "imagen_video_story_motorcycle":  # 19 scenes at 0.5 s each keep the CPU run short
+        overrides[("ImagenVideoStoryToVideo", "seconds_per_scene")] = 0.5
     prompt = ui_to_api(wf, _schemas(server), overrides)
     t0 = time.time()
     r = server.queue(prompt, wf)

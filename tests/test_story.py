@@ -81,6 +81,16 @@ def test_window_plan_covers_the_story_and_cuts_at_scene_changes():
     assert len(long) == 1 + (1200 - 16 + 11) // 12  # linear in length
 
 
+def test_scenes_shorter_than_the_context_use_only_the_frames_made_so_far():
+    """A paragraph at 0.5 s per scene gives 2-frame scenes; the second window can only continue from 2 frames."""
+    base = tiny_stage("base", continuation=True)
+    scenes = [Scene("a", 2), Scene("b", 2), Scene("c", 2)]
+    plan = plan_windows(scenes, window=6, context=4)
+    assert [w.context for w in plan] == [0, 2, 4] and [w.new for w in plan] == [2, 2, 2]
+    out = list(story_base_frames(base, scenes, enc, options=FAST, story=StoryOptions(window=6, context=4)))
+    assert [f.shape[2] for f, _ in out] == [2, 2, 2] and [s for _, s in out] == [0, 1, 2]
+
+
 def enc(prompts):
     g = torch.Generator().manual_seed(sum(map(ord, prompts[0])))
     t = torch.randn(1, 3, 8, generator=g)
