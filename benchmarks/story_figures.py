@@ -1,6 +1,6 @@
 """Story-mode figures: a 20-scene story through the demo cascade on this machine.
 
-    python benchmarks/story_figures.py [--story stories/shapes_20_scenes.txt] [--fast]
+    python benchmarks/story_figures.py [--story stories/shapes_20_scenes.txt] [--fast] [--scenes 20]
 
 Measures, each long run in a fresh child process (peak memory = ru_maxrss of that process):
 * wall time of the 20-scene story and of a 1-scene story, their peak memory and the ratio;
@@ -136,6 +136,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--story", default=str(ROOT / "stories" / "shapes_20_scenes.txt"))
     ap.add_argument("--fast", action="store_true")
+    ap.add_argument("--scenes", type=int, default=20, help="how many scenes of the story the long run takes")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--child", nargs=3, metavar=("SCENES", "FAST", "VIDEO"))
     a = ap.parse_args()
@@ -145,7 +146,7 @@ def main() -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = {}
-    for n in (1, 20):
+    for n in (1, a.scenes):
         video = out / f"story_{n}_scene{'s' if n > 1 else ''}{'_fast' if a.fast else ''}.mp4"
         r = subprocess.run(
             [sys.executable, __file__, "--story", a.story, "--child", str(n), "1" if a.fast else "0", str(video)],
@@ -155,7 +156,7 @@ def main() -> int:
         )
         runs[n] = json.loads(r.stdout.strip().splitlines()[-1])
         print(f"{n} scene(s): {runs[n]['seconds']} s, peak {runs[n]['peak_rss_mb']} MiB", flush=True)
-    long = runs[20]
+    long = runs[a.scenes]
     prompts = [d["prompt"] for d in long["detections"]]
     single = single_prompt_adherence(prompts, a.fast)
     sps = long["seconds_per_scene"]
@@ -165,7 +166,8 @@ def main() -> int:
         "story": Path(a.story).name,
         "fast": a.fast,
         "runs": runs,
-        "peak_memory_ratio_20_vs_1": long["peak_rss_mb"] / runs[1]["peak_rss_mb"],
+        "scenes": a.scenes,
+        "peak_memory_ratio_long_vs_1": long["peak_rss_mb"] / runs[1]["peak_rss_mb"],
         "time_first_scene_s": sps[0],
         "time_last_scene_s": sps[-1],
         "time_per_scene_spread": (max(sps[1:-1] or sps) - min(sps[1:-1] or sps)) / float(np.median(sps)),
@@ -193,8 +195,8 @@ def report(r: dict) -> str:
             "",
             "| figure | measured | target |",
             "|---|---|---|",
-            f"| wall time, 20 scenes / 1 scene | {long['seconds'] / 60:.1f} min / {one['seconds']:.0f} s | - |",
-            f"| peak memory, 20 scenes / 1 scene | {long['peak_rss_mb']:.0f} / {one['peak_rss_mb']:.0f} MiB = **{r['peak_memory_ratio_20_vs_1']:.2f}x** | <= 1.2x |",
+            f"| wall time, {long['scenes']} scenes / 1 scene | {long['seconds'] / 60:.1f} min / {one['seconds']:.0f} s | - |",
+            f"| peak memory, {long['scenes']} scenes / 1 scene | {long['peak_rss_mb']:.0f} / {one['peak_rss_mb']:.0f} MiB = **{r['peak_memory_ratio_long_vs_1']:.2f}x** | <= 1.2x |",
             f"| time per scene, first / last (spread of the middle scenes) | {r['time_first_scene_s']:.1f} s / {r['time_last_scene_s']:.1f} s "
             f"({100 * r['time_per_scene_spread']:.0f} %) | within +-15 % |",
             f"| seam at window boundaries inside a scene / within windows | **{r['seam_ratio_window']:.2f}x** | <= 1.5x |",
