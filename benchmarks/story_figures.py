@@ -186,7 +186,8 @@ def main() -> int:
 
 
 def report(r: dict) -> str:
-    long, one = r["runs"][20], r["runs"][1]
+    runs = {int(k): v for k, v in r["runs"].items()}  # int keys, also when read back from the JSON
+    long, one = runs[r.get("scenes", 20)], runs[1]
     s, p = r["adherence_story"], r["adherence_single_prompt"]
     return "\n".join(
         [
