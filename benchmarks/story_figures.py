@@ -2,7 +2,7 @@
 
     python benchmarks/story_figures.py [--story stories/shapes_20_scenes.txt] [--fast] [--scenes 20]
 
-Measures, each long run in a fresh child process (peak memory = ru_maxrss of that process):
+Measures, each long run in a fresh child process (peak memory = VmHWM of that process, reset at its start):
 * wall time of the 20-scene story and of a 1-scene story, their peak memory and the ratio;
 * time per scene from the first to the last scene;
 * seams: mean absolute frame-to-frame difference at base-window boundaries inside a scene, at scene
@@ -27,6 +27,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from memory import peak_mb, reset_peak  # noqa: E402
 
 from cascade.data.detector import detect  # noqa: E402
 from cascade.data.shapes import COLOURS, DIRECTIONS, SHAPES, SPEEDS  # noqa: E402
@@ -39,18 +42,12 @@ def attrs_of(prompt: str) -> tuple:
     return pick(COLOURS), pick(SHAPES), pick(DIRECTIONS), pick(SPEEDS)
 
 
-def _vm_hwm_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
-
-
 def child(story_path: str, scenes_limit: int, fast: bool, out: str) -> dict:
     from cascade.run import load_demo_cascade
     from cascade.video_io import VideoWriter
 
     torch.set_num_threads(2)
-    with open("/proc/self/clear_refs", "w") as f:  # a child starts with its parent's peak RSS: reset it
-        f.write("5")
+    reset_peak()  # a child starts with its parent's peak RSS
     cascade = load_demo_cascade(fast=fast)
     fps = cascade.base.config.fps
     scenes = parse_story(Path(story_path).read_text(), fps=fps)[:scenes_limit]
@@ -105,7 +102,7 @@ def child(story_path: str, scenes_limit: int, fast: bool, out: str) -> dict:
         "frames": r["frames"],
         "seconds": round(seconds, 1),
         "seconds_per_scene": r["seconds_per_scene"],
-        "peak_rss_mb": round(_vm_hwm_mb(), 1),
+        "peak_rss_mb": round(peak_mb(), 1),
         "seam_window_mean": float(np.mean(at_window)) if at_window else None,
         "seam_scene_mean": float(np.mean(at_scene)) if at_scene else None,
         "within_mean": float(np.mean(inside)),

@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from memory import peak_mb, reset_peak, rss_mb  # noqa: E402
+
 from cascade.config import UNetConfig  # noqa: E402
 from cascade.text import TextEmbedding  # noqa: E402
 from cascade.unet import VideoUNet  # noqa: E402
@@ -179,48 +181,25 @@ def time_train_step(net, call, opt) -> float:
     return time.perf_counter() - t0
 
 
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {key} in /proc/self/status")
-
-
-def _hwm_mb() -> float:
-    """Peak resident memory since the last reset (VmHWM), in MiB."""
-    return _status_mb("VmHWM")
-
-
-def _reset_hwm() -> None:
-    """Reset the peak-RSS counter (Linux clear_refs '5'); a child otherwise inherits its parent's peak."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def _rss_mb() -> float:
-    return _status_mb("VmRSS")
-
-
 def child_memory(name: str) -> dict:
     net, call = build(name)
     net.eval()
     with torch.inference_mode():
         call()  # one-off allocations (weights of lazily built buffers, thread pools)
     gc.collect()
-    base = _rss_mb()
-    _reset_hwm()
+    base = rss_mb()
+    reset_peak()
     with torch.inference_mode():
         call()
-    fwd_peak = _hwm_mb() - base
+    fwd_peak = peak_mb() - base
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-5)
     time_train_step(net, call, opt)  # creates the optimizer state
     gc.collect()
-    base_train = _rss_mb()
-    _reset_hwm()
+    base_train = rss_mb()
+    reset_peak()
     time_train_step(net, call, opt)
-    train_peak = _hwm_mb() - base_train
+    train_peak = peak_mb() - base_train
     return {"forward_peak_mb": round(fwd_peak, 1), "train_peak_mb": round(train_peak, 1)}
 
 
