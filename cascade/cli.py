@@ -223,8 +223,12 @@ def add_distill(sub) -> None:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from .evaluate import EvalConfig, evaluate
+    from .evaluate import EvalConfig, evaluate, merge
 
+    if a.merge:
+        merge(a.out, a.merge)
+        print((Path(a.out) / "report.md").read_text())
+        return 0
     cfg = EvalConfig(
         models=a.models,
         out=a.out,
@@ -247,6 +251,7 @@ def add_evaluate(sub) -> None:
     p.add_argument("--models", default=str(DEMO_DIR))
     p.add_argument("--out", default="eval")
     p.add_argument("--samples", type=int, default=64, help="samples per split (seen / held-out combinations)")
+    p.add_argument("--merge", nargs="+", metavar="RUN", help="merge earlier --parts runs (their --out folders) into --out")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--parts", help="comma list of: detector,base,ssr,tsr,cascade,distilled")

@@ -393,6 +393,24 @@ def evaluate(cfg: EvalConfig) -> dict:
     return ev.results
 
 
+def merge(out: str | Path, runs: list[str | Path]) -> dict:
+    """Merge the ``results.json`` of evaluations run part by part (``--parts``) into one report in
+    ``out``; sections present in several runs (``distilled`` per stage) are combined."""
+    merged: dict = {"seconds": 0.0}
+    for run in runs:
+        r = json.loads((Path(run) / "results.json").read_text())
+        for k, v in r.items():
+            if k == "seconds":
+                merged[k] += v
+            elif k != "config":
+                merged[k] = {**merged[k], **v} if isinstance(v, dict) and k in merged else v
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(merged, indent=1))
+    (out / "report.md").write_text(report(merged))
+    return merged
+
+
 def _pct(x) -> str:
     return f"{100 * x:.0f} %"
 

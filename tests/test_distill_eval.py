@@ -226,3 +226,18 @@ def test_generate_command_writes_a_playable_video(tmp_path, demo_dir):
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert r.returncode == 2 and "Empty prompt" in r.stderr
+
+
+def test_evaluations_run_part_by_part_merge_into_one_report(tmp_path):
+    from cascade.evaluate import merge
+
+    tsr = {"psnr_inserted": 31.0, "blend_psnr_inserted": 35.0, "repeat_psnr_inserted": 30.0, "steps": 64, "nfe_per_video": 128}
+    a = {"config": {"parts": ["tsr"]}, "seconds": 60.0, "distilled": {"tsr teacher": tsr}}
+    b = {"config": {"parts": ["ssr"]}, "seconds": 120.0, "distilled": {"ssr teacher": {**tsr, "psnr": 21.0}}}
+    for name, r in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(r))
+    merged = merge(tmp_path / "all", [tmp_path / "a", tmp_path / "b"])
+    assert merged["seconds"] == 180.0 and "config" not in merged
+    assert set(merged["distilled"]) == {"tsr teacher", "ssr teacher"}
+    assert "Total evaluation time: 3.0 min." in (tmp_path / "all" / "report.md").read_text()
