@@ -171,7 +171,9 @@ def main() -> int:
         r = json.loads(Path(a.report).read_text())
         if "timing" not in r:  # runs from before the timing breakdown
             long = r["runs"][str(r["scenes"])]
-            r["timing"] = timing(long["seconds_per_scene"], long["seconds"], [sc.frames for sc in scenes_of(a.story)][: r["scenes"]])
+            r["timing"] = timing(
+                long["seconds_per_scene"], long["seconds"], [sc.frames for sc in scenes_of(a.story)][: r["scenes"]]
+            )
             Path(a.report).write_text(json.dumps(r, indent=1))
         Path(a.report).with_suffix(".md").write_text(report(r))
         print(report(r))
@@ -185,7 +187,18 @@ def main() -> int:
     for n in (1, a.scenes):
         video = out / f"story_{n}_scene{'s' if n > 1 else ''}{'_fast' if a.fast else ''}.mp4"
         r = subprocess.run(
-            [sys.executable, __file__, "--story", a.story, "--threads", str(a.threads), "--child", str(n), "1" if a.fast else "0", str(video)],
+            [
+                sys.executable,
+                __file__,
+                "--story",
+                a.story,
+                "--threads",
+                str(a.threads),
+                "--child",
+                str(n),
+                "1" if a.fast else "0",
+                str(video),
+            ],
             capture_output=True,
             text=True,
             check=True,
