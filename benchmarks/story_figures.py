@@ -149,6 +149,18 @@ def timing(sps: list[float], wall: float, scene_frames: list[int], sr_step: int 
     }
 
 
+def continuity(detections: list[dict]) -> tuple[int, float | None]:
+    """Boundaries whose two prompts keep colour and shape, and the fraction of them where the detector
+    reads the prompt's colour and shape on both sides (detections may come back from JSON as lists)."""
+    ok = lambda d: tuple(d["detected"][:2]) == tuple(d["expected"][:2])  # noqa: E731
+    pairs = [
+        (a, b)
+        for a, b in zip(detections, detections[1:])
+        if tuple(a["expected"][:2]) == tuple(b["expected"][:2]) and None not in a["expected"][:2]
+    ]
+    return len(pairs), (float(np.mean([ok(a) and ok(b) for a, b in pairs])) if pairs else None)
+
+
 def score(rows: list[dict]) -> dict:
     keys = ("colour", "shape", "direction", "speed")
     acc = {k: float(np.mean([r["detected"][i] == r["expected"][i] for r in rows])) for i, k in enumerate(keys)}
@@ -169,12 +181,12 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     if a.report:
         r = json.loads(Path(a.report).read_text())
+        long = r["runs"][str(r["scenes"])]
         if "timing" not in r:  # runs from before the timing breakdown
-            long = r["runs"][str(r["scenes"])]
-            r["timing"] = timing(
-                long["seconds_per_scene"], long["seconds"], [sc.frames for sc in scenes_of(a.story)][: r["scenes"]]
-            )
-            Path(a.report).write_text(json.dumps(r, indent=1))
+            frames = [sc.frames for sc in scenes_of(a.story)][: r["scenes"]]
+            r["timing"] = timing(long["seconds_per_scene"], long["seconds"], frames)
+        r["continuity_pairs"], r["continuity_carried"] = continuity(long["detections"])
+        Path(a.report).write_text(json.dumps(r, indent=1))
         Path(a.report).with_suffix(".md").write_text(report(r))
         print(report(r))
         return 0
@@ -209,8 +221,7 @@ def main() -> int:
     prompts = [d["prompt"] for d in long["detections"]]
     single = single_prompt_adherence(prompts, a.fast)
     sps = long["seconds_per_scene"]
-    pairs = [(i, i + 1) for i in range(len(prompts) - 1) if attrs_of(prompts[i])[:2] == attrs_of(prompts[i + 1])[:2]]
-    carried = [long["detections"][j]["detected"][:2] == tuple(long["detections"][j]["expected"][:2]) for _, j in pairs]
+    pairs, carried = continuity(long["detections"])
     result = {
         "story": Path(a.story).name,
         "fast": a.fast,
@@ -227,7 +238,7 @@ def main() -> int:
         "adherence_story": score(long["detections"]),
         "adherence_single_prompt": score(single),
         "continuity_pairs": len(pairs),
-        "continuity_carried": float(np.mean(carried)) if carried else None,
+        "continuity_carried": carried,
     }
     (out / f"story_figures{'_fast' if a.fast else ''}.json").write_text(json.dumps(result, indent=1))
     md = report(result)
