@@ -16,6 +16,7 @@ Writes benchmarks/results/story_figures.{json,md}.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import subprocess
@@ -128,13 +129,19 @@ def single_prompt_adherence(prompts: list[str], fast: bool) -> list[dict]:
     return out
 
 
-def timing(sps: list[float], wall: float, scene_frames: list[int], sr_step: int = 12) -> dict:
+def _sr_step() -> int:
+    """Base frames between two SR chunks of run_story (its sr_chunk - sr_overlap defaults)."""
+    p = inspect.signature(run_story).parameters
+    return p["sr_chunk"].default - p["sr_overlap"].default
+
+
+def timing(sps: list[float], wall: float, scene_frames: list[int]) -> dict:
     """Time per scene, read three ways. The SR stages emit a chunk every ``sr_step`` base frames
     (run_story's sr_chunk - sr_overlap), so when a scene's length is not a multiple of it, scenes
     alternately trigger more or fewer SR chunks: the cost repeats with a period of ``period``
     scenes. Per period the time should be flat; the fitted trend says whether it grows."""
     sps = [float(x) for x in sps]
-    n = len(sps)
+    n, sr_step = len(sps), _sr_step()
     period = sr_step // math.gcd(sr_step, scene_frames[0]) if len(set(scene_frames)) == 1 else 1
     periods = [sum(sps[i : i + period]) for i in range(0, n - n % period, period)]
     slope, icept = np.polyfit(np.arange(n), sps, 1) if n > 1 else (0.0, sps[0])
@@ -237,7 +244,7 @@ def main() -> int:
         "seam_ratio_scene": long["seam_scene_mean"] / long["within_mean"] if long["seam_scene_mean"] else None,
         "adherence_story": score(long["detections"]),
         "adherence_single_prompt": score(single),
-        "continuity_pairs": len(pairs),
+        "continuity_pairs": pairs,
         "continuity_carried": carried,
     }
     (out / f"story_figures{'_fast' if a.fast else ''}.json").write_text(json.dumps(result, indent=1))
