@@ -74,9 +74,13 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _prompts(split: str, n: int, seed: int) -> list[Attributes]:
+    """``n`` attribute combinations of ``split``, spread over the whole pool: consecutive random
+    permutations of it, cut at ``n`` (so ``n < len(pool)`` is a uniform sample without repeats,
+    not the first colours of the pool)."""
     pool = all_attributes("train" if split == "seen" else "held_out")
     rng = np.random.default_rng(seed)
-    return [pool[i] for i in rng.permutation(np.resize(np.arange(len(pool)), n))]
+    order = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-n // len(pool)))])[:n]
+    return [pool[i] for i in order]
 
 
 def _score(videos: torch.Tensor, attrs: list[Attributes], frame_step: int) -> dict:

@@ -136,6 +136,20 @@ def test_vocabulary_and_held_out_split():
     assert caption(Attributes("red", "circle", "right", "quickly"), 0) == "a red circle moving right quickly"
 
 
+def test_evaluation_prompts_spread_over_the_whole_split():
+    from collections import Counter
+
+    from cascade.evaluate import _prompts
+
+    seen = _prompts("seen", 64, 1234)
+    assert len(set(seen)) == 64  # fewer than the pool: no repeats
+    assert {a.colour for a in seen} == set(Counter(a.colour for a in all_attributes("train")))  # not just the first colours
+    assert max(Counter(a.colour for a in seen).values()) <= 20  # about 64 / 5 each
+    twice = _prompts("held_out", 24, 0)
+    assert Counter(twice) == Counter(all_attributes("held_out") * 2)  # every held-out combination twice
+    assert _prompts("seen", 64, 1234) == seen and _prompts("seen", 64, 1235) != seen
+
+
 def test_psnr_ssim():
     a = torch.rand(1, 3, 2, 16, 16)
     assert psnr(a, a) > 100 and ssim(a, a) == pytest.approx(1.0, abs=1e-4)
