@@ -7,6 +7,7 @@ Commands: ``generate`` (text -> video through the demo cascade), ``train``, ``di
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -55,6 +56,8 @@ def cmd_train(a: argparse.Namespace) -> int:
             "frame_skip",
             "text_encoder",
             "min_snr_gamma",
+            "init_from",
+            "lr_decay",
         )
     }
     overrides["grad_checkpointing"] = a.grad_checkpointing or None
@@ -66,6 +69,9 @@ def cmd_train(a: argparse.Namespace) -> int:
             raise SystemExit(f"--config describes a {stage.role} stage but --stage is {a.stage}.")
         overrides["stage"] = stage
     cfg = demo_train_config(a.stage, **overrides)
+    if a.schedule_shift is not None:
+        sched = cfg.stage.schedule.__class__(cfg.stage.schedule.logsnr_min, cfg.stage.schedule.logsnr_max, a.schedule_shift)
+        cfg = dataclasses.replace(cfg, stage=cfg.stage.replace(schedule=sched))
     if a.overfit_one_batch:
         r = overfit_one_batch(cfg, steps=a.overfit_steps)
         verdict = "the stage learns" if r["ratio"] > 1.5 else "the loss barely moved: check data, lr and config"
@@ -97,6 +103,9 @@ def add_train(sub) -> None:
     p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--warmup", type=int)
+    p.add_argument(
+        "--lr-decay", choices=["constant", "cosine"], help="after warm-up: constant (default) or cosine to 0 at --steps"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
     p.add_argument("--checkpoint-every", type=int)
@@ -109,6 +118,10 @@ def add_train(sub) -> None:
     p.add_argument("--text-encoder", help="'minilm' (default), a HF folder or a T5 .safetensors (with a tokenizer next to it)")
     p.add_argument("--min-snr-gamma", type=float)
     p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument("--init-from", help="start a new run from the weights of this stage file (same role and network)")
+    p.add_argument(
+        "--schedule-shift", type=float, help="log-SNR shift of the noise schedule (<= 0; more noise for videos; demo base: -5)"
+    )
     p.add_argument(
         "--continuation-mix", help="base with continuation: fractions none,prefix,first+last,sparse (e.g. 0.75,0.15,0.05,0.05)"
     )

@@ -151,12 +151,13 @@ def sample_aug_logsnr(
     p_clean: float = 0.1,
 ) -> torch.Tensor:
     """Training-time augmentation levels: ``t ~ U[0, t_max]`` per sample, and ``t = 0`` (clean
-    conditioning, log-SNR = ``logsnr_max``) with probability ``p_clean`` (spec §1.7)."""
+    conditioning, log-SNR = ``logsnr_max``) with probability ``p_clean`` (spec §1.7). Levels are
+    times of the *unshifted* cosine, whatever the stage's diffusion schedule."""
     dev = generator.device if generator is not None else "cpu"
     t = torch.rand(batch, generator=generator, device=dev) * t_max
     clean = torch.rand(batch, generator=generator, device=dev) < p_clean
     t = torch.where(clean, torch.zeros_like(t), t)
-    return schedule.logsnr(t.cpu())
+    return schedule.unshifted.logsnr(t.cpu())
 
 
 def augment_condition(cond: torch.Tensor, logsnr_aug: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -193,7 +193,7 @@ def _pad_to_multiple(video: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[i
 
 
 def _aug_logsnr(stage: Stage, opts: SamplingOptions, batch: int) -> torch.Tensor:
-    return stage.config.schedule.logsnr(torch.full((batch,), float(opts.aug_level)))
+    return stage.config.schedule.unshifted.logsnr(torch.full((batch,), float(opts.aug_level)))
 
 
 def _augment(stage, video, opts, frame_offset):

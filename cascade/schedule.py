@@ -15,7 +15,7 @@ All schedule arithmetic runs in float64 or float32, never in half precision.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -60,14 +60,24 @@ def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class CosineSchedule:
-    """Truncated continuous-time cosine schedule, ``lambda(t) = -2 log tan(a t + b)``.
+    """Truncated continuous-time cosine schedule, ``lambda(t) = -2 log tan(a t + b)``, optionally
+    shifted towards more noise.
 
     ``b = atan(exp(-logsnr_max / 2))`` and ``a = atan(exp(-logsnr_min / 2)) - b`` so that
     ``lambda(0) = logsnr_max`` and ``lambda(1) = logsnr_min`` (Google's diffusion code; spec §1.2).
+
+    ``logsnr_shift`` (<= 0) is simple diffusion's *interpolated shifted* cosine (Hoogeboom et al.
+    2023): ``lambda(t) = lambda_cos(t) + logsnr_shift * t``, where ``lambda_cos`` is truncated to
+    ``[logsnr_min - logsnr_shift, logsnr_max]`` so the ends stay exactly ``logsnr_max`` and
+    ``logsnr_min``. Low noise is unchanged; high noise gets more of the training and of the
+    sampling steps. Redundant data (16 frames of one scene, or high resolution) keeps its coarse
+    structure visible at log-SNRs where a single small image is pure noise, so a video base stage
+    decides its motion there and needs the shift to learn and sample that decision.
     """
 
     logsnr_min: float = -20.0
     logsnr_max: float = 20.0
+    logsnr_shift: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.logsnr_min, self.logsnr_max
@@ -76,6 +86,21 @@ class CosineSchedule:
                 "CosineSchedule needs finite logsnr_min < logsnr_max; "
                 f"received logsnr_min={lo}, logsnr_max={hi}. The paper's setting is (-20, 20)."
             )
+        if not (math.isfinite(self.logsnr_shift) and -(hi - lo) / 2 <= self.logsnr_shift <= 0):
+            raise ValueError(
+                f"logsnr_shift must be between {-(hi - lo) / 2:g} and 0 (negative = more noise, for videos and large "
+                f"images); received {self.logsnr_shift}."
+            )
+
+    @property
+    def shifted(self) -> bool:
+        return self.logsnr_shift != 0.0
+
+    @property
+    def unshifted(self) -> CosineSchedule:
+        """The plain truncated cosine over the same range: noise-augmentation levels are given on
+        it (``aug_level = 0.3`` is SNR 3.9 for every stage, shifted or not)."""
+        return CosineSchedule(self.logsnr_min, self.logsnr_max) if self.shifted else self
 
     @property
     def _b(self) -> float:
@@ -83,20 +108,28 @@ class CosineSchedule:
 
     @property
     def _a(self) -> float:
-        return math.atan(math.exp(-0.5 * self.logsnr_min)) - self._b
+        return math.atan(math.exp(-0.5 * (self.logsnr_min - self.logsnr_shift))) - self._b
 
     def logsnr(self, t: torch.Tensor | float) -> torch.Tensor:
         """log-SNR at time ``t`` (float64 internally, returned as float32 unless given float64)."""
         t_in = torch.as_tensor(t)
         t64 = t_in.double().clamp(0.0, 1.0)
-        out = -2.0 * torch.log(torch.tan(self._a * t64 + self._b))
+        out = -2.0 * torch.log(torch.tan(self._a * t64 + self._b)) + self.logsnr_shift * t64
         return out if t_in.dtype == torch.float64 else out.float()
 
     def t_from_logsnr(self, logsnr: torch.Tensor | float) -> torch.Tensor:
         """Inverse of :meth:`logsnr` (clamped to the schedule's range)."""
         lam_in = torch.as_tensor(logsnr)
         lam = lam_in.double().clamp(self.logsnr_min, self.logsnr_max)
-        out = (torch.atan(torch.exp(-0.5 * lam)) - self._b) / self._a
+        if not self.shifted:
+            out = (torch.atan(torch.exp(-0.5 * lam)) - self._b) / self._a
+        else:  # lambda(t) is strictly decreasing: bisection to float64 precision
+            lo, hi = torch.zeros_like(lam), torch.ones_like(lam)
+            for _ in range(64):
+                mid = (lo + hi) / 2
+                above = self.logsnr(mid) > lam
+                lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+            out = (lo + hi) / 2
         out = out.clamp(0.0, 1.0)
         return out if lam_in.dtype == torch.float64 else out.float()
 
@@ -126,14 +159,18 @@ class CosineSchedule:
         return torch.cat([s, s.new_zeros(1)]).float().to(device)
 
     def to_dict(self) -> dict:
-        return {"kind": "cosine_truncated", **asdict(self)}
+        d = {"kind": "cosine_truncated", "logsnr_min": self.logsnr_min, "logsnr_max": self.logsnr_max}
+        if self.shifted:  # a new kind, so that a version without shifts refuses the file instead of misreading it
+            d.update(kind="cosine_shifted", logsnr_shift=self.logsnr_shift)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> CosineSchedule:
         kind = d.get("kind", "cosine_truncated")
-        if kind != "cosine_truncated":
-            raise ValueError(f"Unknown schedule kind {kind!r}; this version knows 'cosine_truncated'.")
-        return cls(logsnr_min=float(d["logsnr_min"]), logsnr_max=float(d["logsnr_max"]))
+        if kind not in ("cosine_truncated", "cosine_shifted"):
+            raise ValueError(f"Unknown schedule kind {kind!r}; this version knows 'cosine_truncated' and 'cosine_shifted'.")
+        shift = float(d.get("logsnr_shift", 0.0)) if kind == "cosine_shifted" else 0.0
+        return cls(logsnr_min=float(d["logsnr_min"]), logsnr_max=float(d["logsnr_max"]), logsnr_shift=shift)
 
 
 def _check_steps(steps: int) -> int:

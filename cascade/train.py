@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -51,6 +52,7 @@ class TrainConfig:
     batch: int = 8
     lr: float = 3e-4
     warmup: int = 200
+    lr_decay: str = "constant"  # after warm-up: "constant", or "cosine" down to 0 at `steps`
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -59,7 +61,7 @@ class TrainConfig:
     image_fraction: float = 0.0
     frame_skip: int = 1
     clip_frames: int = 0  # frames per training item; 0 = the stage's native frame count
-    crop: int = 0  # SSR: train on random spatial crops of this output size; 0 = whole frames
+    crop: int = 0  # SSR / TSR: train on random spatial crops of this output size; 0 = whole frames
     aug_t_max: float = 0.5
     aug_p_clean: float = 0.1
     continuation_mix: tuple[float, float, float, float] = (0.5, 0.3, 0.1, 0.1)  # none, prefix, first+last, sparse
@@ -72,6 +74,7 @@ class TrainConfig:
     mixed_precision: str = "no"
     text_encoder: str = "minilm"
     grad_checkpointing: bool = False
+    init_from: str | None = None  # a stage file whose weights start a new run (fine-tuning); ignored when resuming
     sample_prompts: tuple[str, ...] = field(
         default=("a red circle moving right quickly", "a blue square moving up slowly", "a yellow triangle moving left quickly")
     )
@@ -88,6 +91,8 @@ class TrainConfig:
         if s.role == "tsr" and frames % s.temporal_factor:
             raise ValueError(f"TSR training clips need a multiple of the factor {s.temporal_factor} frames; received {frames}.")
         if self.crop:
+            if s.role == "base":
+                raise ValueError("crop is for SR stages (fully convolutional); a base stage trains on whole frames.")
             m = s.unet.size_multiple * (round(s.spatial_factor) if s.role == "ssr" else 1)
             if self.crop > min(s.height, s.width) or self.crop % m:
                 raise ValueError(f"crop must be <= {min(s.height, s.width)} and a multiple of {m}; received {self.crop}.")
@@ -95,6 +100,8 @@ class TrainConfig:
             raise ValueError(f"The SSR output width {s.width} must be divisible by its factor {s.spatial_factor}.")
         if abs(sum(self.continuation_mix) - 1) > 1e-6:
             raise ValueError(f"continuation_mix must sum to 1; received {self.continuation_mix}.")
+        if self.lr_decay not in ("constant", "cosine"):
+            raise ValueError(f"lr_decay must be 'constant' or 'cosine'; received {self.lr_decay!r}.")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16 or bf16; received {self.mixed_precision!r}.")
 
@@ -164,7 +171,7 @@ def build_batch(cfg: TrainConfig, source, index0: int, batch: int, image_source=
             video = _to_video(u8)
             captions.append(cap)
             vmask.append(1.0)
-        if s.role == "ssr" and cfg.crop:
+        if cfg.crop:
             top, left = (int(v) for v in rng.integers(0, s.width - cfg.crop + 1, size=2))
             video = video[..., top : top + cfg.crop, left : left + cfg.crop]
         xs.append(video)
@@ -235,6 +242,8 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
         self.step = 0
         self._resume()
+        if self.step == 0 and cfg.init_from:
+            self._init_from(cfg.init_from)
         self.model, self.opt = self.acc.prepare(self.net, self.opt)
         self.ema.to(self.acc.device)
         self._bins = np.zeros((2, len(_LOSS_BINS) - 1))
@@ -270,6 +279,24 @@ class Trainer:
         self.opt.load_state_dict(opt_state)
         self.step = int(meta["step"])
         log.info("resumed %s at step %d", self.state_path, self.step)
+
+    def _init_from(self, path: str) -> None:
+        """Start from the weights of a stage file of the same role and network (e.g. to train a
+        released stage further, or on a new noise schedule)."""
+        from .stage import load_stage
+
+        src = load_stage(path)
+        s = self.cfg.stage
+        if src.config.role != s.role or src.config.unet != s.unet:
+            raise ValueError(
+                f"--init-from {path} is a {src.config.describe()} with a different network than the {s.role} stage being "
+                "trained: it must have the same role and U-Net configuration (use --config with its configuration)."
+            )
+        if src.config.is_distilled:
+            raise ValueError(f"--init-from {path} is a distilled student; start from the undistilled stage.")
+        self.net.load_state_dict(src.net.state_dict())
+        self.ema.load_state_dict(src.net.state_dict())
+        log.info("initialised from %s (%s)", path, src.config.notes or src.config.name)
 
     def save(self) -> None:
         if not self.acc.is_main_process:
@@ -357,7 +384,7 @@ class Trainer:
         else:
             if cfg.grad_clip:
                 self.acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            lr = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup))
+            lr = self.learning_rate(self.step)
             for group in self.opt.param_groups:
                 group["lr"] = lr
             self.opt.step()
@@ -368,6 +395,16 @@ class Trainer:
         np.add.at(self._bins[1], idx, 1)
         self.step += 1
         return float(loss.detach())
+
+    def learning_rate(self, step: int) -> float:
+        """Linear warm-up, then constant or a cosine decay that reaches 0 at ``cfg.steps``."""
+        cfg = self.cfg
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        if cfg.lr_decay == "cosine":
+            span = max(1, cfg.steps - cfg.warmup)
+            return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup) / span)))
+        return cfg.lr
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -472,7 +509,7 @@ def overfit_one_batch(cfg: TrainConfig, steps: int = 150, batch: int = 2, encode
         text = tr.encode(fixed["captions"]).to(tr.acc.device) if s.text_dim else None
         kw = {}
         if s.unet.aug_cond:
-            kw = conditioning_for(s, fixed, torch.full((batch,), s.schedule.logsnr(0.2).item()), g)
+            kw = conditioning_for(s, fixed, torch.full((batch,), s.schedule.unshifted.logsnr(0.2).item()), g)
         with torch.no_grad():
             per, _ = v_loss(
                 tr.model, fixed["x"], schedule=s.schedule, generator=g, t=t_probe, text=text, video_mask=fixed["video_mask"], **kw

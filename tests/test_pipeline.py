@@ -133,3 +133,35 @@ def test_frame_noise_depends_only_on_absolute_frame():
     part = frame_noise(5, 0, (1, 3, 4, 4, 4), frame_offset=3)
     assert torch.equal(full[:, :, 3:7], part)
     assert not torch.equal(frame_noise(6, 0, (1, 3, 4, 4, 4), 3), part)
+
+
+def test_a_shifted_base_samples_its_own_grid_and_round_trips_through_a_file(tmp_path):
+    from cascade.pipeline import _aug_logsnr
+    from cascade.schedule import CosineSchedule
+    from cascade.stage import load_stage
+
+    stage = tiny_stage("base", continuation=True, schedule=CosineSchedule(logsnr_shift=-5.0))
+    assert torch.isfinite(generate(stage, txt(), options=FAST)).all()
+    stage.save(tmp_path / "s.safetensors")
+    loaded = load_stage(tmp_path / "s.safetensors")
+    assert loaded.config.schedule == stage.config.schedule
+    den, sigmas = loaded.denoiser(), []
+
+    def spy(x, sigma, **kw):
+        sigmas.append(float(sigma[0]))
+        return den(x, sigma, **kw)
+
+    from cascade.samplers import sample_ddim
+
+    grid = loaded.config.schedule.sigmas(3)
+    sample_ddim(spy, torch.randn(1, 3, 4, 8, 8) * grid[0], grid, extra_args={"text": txt(), **_cont(loaded)})
+    assert sigmas == pytest.approx(grid[:-1].tolist())
+    # the continuation noise-augmentation level does not move with the diffusion schedule
+    lam = _aug_logsnr(loaded, SamplingOptions(aug_level=0.3), 1)
+    assert lam.item() == pytest.approx(CosineSchedule().logsnr(0.3).item())
+
+
+def _cont(stage):
+    from cascade.conditioning import known_frames_condition
+
+    return {"cond": known_frames_condition(torch.zeros(1, 3, 4, 8, 8), torch.zeros(1, 4)), "aug_logsnr": torch.zeros(1)}

@@ -144,3 +144,54 @@ def test_training_aug_levels_distribution():
     clean = (lam == S.logsnr_max).float().mean().item()
     assert 0.07 < clean < 0.13
     assert lam.min() >= S.logsnr(0.5).item() - 1e-4
+
+
+# --- the shifted schedule (simple diffusion's interpolated shift) ---------------------------------
+
+SHIFTED = CosineSchedule(logsnr_shift=-5.0)
+
+
+def test_shifted_schedule_keeps_its_ends_and_is_strictly_decreasing():
+    t = torch.linspace(0, 1, 10001, dtype=torch.float64)
+    lam = SHIFTED.logsnr(t)
+    assert lam[0].item() == pytest.approx(20.0, abs=1e-9) and lam[-1].item() == pytest.approx(-20.0, abs=1e-9)
+    assert (lam[1:] < lam[:-1]).all()
+
+
+def test_shift_moves_high_noise_and_spares_low_noise():
+    # lambda(t) = lambda_cos(t) + shift * t: at t = 0.5 it is shift / 2 below the plain cosine
+    # (up to the small change of truncation); near t = 0 almost unchanged
+    assert SHIFTED.logsnr(0.5).item() == pytest.approx(-2.5, abs=0.05)
+    assert abs(SHIFTED.logsnr(0.02).item() - S.logsnr(0.02).item()) < 0.15
+    # the fraction of training times below log-SNR -4 (where a video base decides its motion) triples or more
+    t = torch.linspace(0, 1, 100001, dtype=torch.float64)
+    assert (SHIFTED.logsnr(t) < -4).double().mean() > 3 * (S.logsnr(t) < -4).double().mean()
+
+
+def test_shifted_time_logsnr_round_trip_and_grid():
+    t = torch.linspace(0, 1, 257, dtype=torch.float64)
+    assert torch.allclose(SHIFTED.t_from_logsnr(SHIFTED.logsnr(t)), t, atol=1e-9)
+    g = SHIFTED.sigmas(16)
+    assert g[-1] == 0 and (g[1:] < g[:-1]).all()
+    assert (g[1:-1] > S.sigmas(16)[1:-1]).all()  # every inner step is noisier
+
+
+def test_shifted_schedule_serialises_as_its_own_kind():
+    assert S.to_dict() == {"kind": "cosine_truncated", "logsnr_min": -20.0, "logsnr_max": 20.0}  # unchanged for old files
+    d = SHIFTED.to_dict()
+    assert d["kind"] == "cosine_shifted" and d["logsnr_shift"] == -5.0
+    assert CosineSchedule.from_dict(d) == SHIFTED and CosineSchedule.from_dict(S.to_dict()) == S
+    assert SHIFTED.unshifted == S and S.unshifted is S
+
+
+@pytest.mark.parametrize("shift", [0.5, -25.0, float("nan")])
+def test_schedule_rejects_bad_shift(shift):
+    with pytest.raises(ValueError, match="logsnr_shift"):
+        CosineSchedule(logsnr_shift=shift)
+
+
+def test_augmentation_levels_ignore_the_shift():
+    # aug_level 0.3 means SNR ~3.9 for every stage: augmentation lives on the unshifted cosine
+    a = sample_aug_logsnr(64, SHIFTED, generator=torch.Generator().manual_seed(3))
+    b = sample_aug_logsnr(64, S, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)

@@ -134,6 +134,41 @@ def test_config_errors_before_training(tmp_path):
         train_cfg(tmp_path, "ssr", crop=10)
 
 
+def test_sr_stages_train_on_crops_and_a_base_refuses_them(tmp_path):
+    tsr = train_cfg(tmp_path, "tsr", stage=stage_cfg("tsr", height=16, width=16), crop=8, tsr_interpolate_fraction=0.0)
+    b = build_batch(tsr, ShapesSource(), 0, 2)
+    assert b["x"].shape == (2, 3, 4, 8, 8) and torch.equal(b["low"], b["x"][:, :, ::2])
+    ssr = build_batch(train_cfg(tmp_path, "ssr", crop=8), ShapesSource(), 0, 2)
+    assert ssr["x"].shape == (2, 3, 4, 8, 8) and ssr["low"].shape == (2, 3, 4, 4, 4)
+    with pytest.raises(ValueError, match="crop is for SR stages"):
+        train_cfg(tmp_path, "base", crop=8)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero(tmp_path):
+    tr = Trainer(train_cfg(tmp_path, steps=100, warmup=10, lr=1e-3, lr_decay="cosine"), encoder=TinyEncoder())
+    lrs = [tr.learning_rate(s) for s in range(101)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3) and lrs[10] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[100] == pytest.approx(0, abs=1e-12)
+    assert lrs[55] == pytest.approx(5e-4)  # halfway through the decay
+    const = Trainer(train_cfg(tmp_path / "c", steps=100, warmup=10, lr=1e-3), encoder=TinyEncoder())
+    assert const.learning_rate(99) == 1e-3
+    with pytest.raises(ValueError, match="lr_decay"):
+        train_cfg(tmp_path, lr_decay="linear")
+
+
+def test_init_from_starts_a_run_from_a_stage_file(tmp_path):
+    Trainer(train_cfg(tmp_path / "a"), encoder=TinyEncoder()).run(steps=2)
+    src = load_stage(tmp_path / "a" / "base" / "stage.safetensors")
+    tr = Trainer(train_cfg(tmp_path / "b", init_from=str(tmp_path / "a" / "base" / "stage.safetensors")), encoder=TinyEncoder())
+    assert tr.step == 0
+    for k, v in src.net.state_dict().items():
+        assert torch.equal(tr.net.state_dict()[k], v) and torch.equal(tr.ema.state_dict()[k], v)
+    tr.run(steps=1)  # and it trains on
+    other = train_cfg(tmp_path / "c", "ssr", init_from=str(tmp_path / "a" / "base" / "stage.safetensors"))
+    with pytest.raises(ValueError, match="same role and U-Net configuration"):
+        Trainer(other, encoder=TinyEncoder())
+
+
 def test_overfit_one_batch_learns(tmp_path):
     r = overfit_one_batch(train_cfg(tmp_path, lr=3e-3), steps=60, encoder=TinyEncoder())
     assert r["ratio"] > 1.5, r
