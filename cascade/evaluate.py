@@ -115,6 +115,7 @@ class _Evaluator:
         self.encoder = None
         self.results: dict = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
         self.nfe: dict = {}
+        self._base_cache: dict = {}  # (stage key, options, split) -> (videos, seconds): the cascade reuses the sweep's videos
 
     def stage(self, key: str) -> Stage | None:
         if key not in self.stages:
@@ -164,6 +165,17 @@ class _Evaluator:
             vids.append(generate(stage, self.text(chunk), options=replace(options, seed=seed0 + i)))
         return torch.cat(vids)
 
+    def split_videos(self, key: str, options: SamplingOptions, split: str) -> tuple[torch.Tensor, list[Attributes], float]:
+        """Base videos of the evaluation prompts of ``split`` (seeds as in :meth:`base_videos`),
+        computed once per run, with the seconds they took."""
+        attrs = _prompts(split, self.cfg.samples, self.cfg.seed)
+        if (key, options, split) not in self._base_cache:
+            t0 = time.time()
+            vids = self.base_videos(self.stage(key), attrs, options, self.cfg.seed)
+            self._base_cache[(key, options, split)] = (vids, time.time() - t0)
+        vids, seconds = self._base_cache[(key, options, split)]
+        return vids, attrs, seconds
+
     def base(self) -> dict:
         stage = self.stage("base")
         if stage is None:
@@ -172,10 +184,8 @@ class _Evaluator:
         for w in self.cfg.w_values:
             res[f"w={w:g}"] = {}
             for split in ("seen", "held_out"):
-                attrs = _prompts(split, self.cfg.samples, self.cfg.seed)
-                t0 = time.time()
-                vids = self.base_videos(stage, attrs, replace(DEFAULT_OPTIONS["base"], guidance=w), self.cfg.seed)
-                res[f"w={w:g}"][split] = {**_score(vids, attrs, 2), "seconds": round(time.time() - t0, 1)}
+                vids, attrs, seconds = self.split_videos("base", replace(DEFAULT_OPTIONS["base"], guidance=w), split)
+                res[f"w={w:g}"][split] = {**_score(vids, attrs, 2), "seconds": round(seconds, 1)}
                 if w == DEFAULT_OPTIONS["base"].guidance:
                     self._save_grid(vids[:8], attrs[:8], f"base_{split}.png")
                 log.info("base w=%g %s: %s", w, split, res[f"w={w:g}"][split])
@@ -275,17 +285,17 @@ class _Evaluator:
         opts = FAST_OPTIONS if fast else DEFAULT_OPTIONS
         res = {}
         for split in ("seen", "held_out"):
-            attrs = _prompts(split, self.cfg.samples, self.cfg.seed)
-            finals, bases = [], []
+            base, attrs, seconds = self.split_videos(keys[0], opts["base"], split)
+            finals = []
             t0 = time.time()
             for i, chunk in self.batches(attrs):
                 text = self.text(chunk)
-                v = generate(stages[0], text, options=replace(opts["base"], seed=self.cfg.seed + i))
-                bases.append(v)
-                v = upsample_temporal(stages[1], v, text, options=replace(opts["tsr"], seed=self.cfg.seed + i + 1))
+                v = upsample_temporal(
+                    stages[1], base[i : i + len(chunk)], text, options=replace(opts["tsr"], seed=self.cfg.seed + i + 1)
+                )
                 finals.append(upsample_spatial(stages[2], v, text, options=replace(opts["ssr"], seed=self.cfg.seed + i + 2)))
-            seconds = time.time() - t0
-            final, base = torch.cat(finals), torch.cat(bases)
+            seconds += time.time() - t0
+            final = torch.cat(finals)
             res[split] = {
                 "cascade": _score(final, attrs, 1),
                 "base": _score(base, attrs, 2),

@@ -52,6 +52,9 @@ class SamplingOptions:
     gamma: float = 0.3
     seed: int = 0
     aug_level: float = 0.3  # SR / continuation: noise-augmentation time in [0, 1] (0.3 ~ SNR 3.9)
+    # SR stages: the fraction of the noise schedule to run (ComfyUI's `denoise`). 1 starts from pure
+    # noise (the paper); below 1 starts from the stage's input video (upsampled) noised to that time.
+    denoise: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
@@ -60,6 +63,8 @@ class SamplingOptions:
             raise ValueError(f"The guidance weight w must be >= 0 (0 = unguided; ComfyUI cfg = 1 + w); received {self.guidance}.")
         if not math.isfinite(self.guidance_low) or self.guidance_low < 0:
             raise ValueError(f"The low guidance weight must be >= 0; received {self.guidance_low}.")
+        if not 0.0 < self.denoise <= 1.0:
+            raise ValueError(f"denoise must be in (0, 1] (1 = start from pure noise); received {self.denoise}.")
         if not 0.0 <= self.aug_level <= 1.0:
             raise ValueError(f"The noise-augmentation level must be in [0, 1]; received {self.aug_level}.")
         get_sampler(self.sampler)
@@ -149,10 +154,17 @@ def _sample(
     dims: dict,
     progress: Progress | None,
     frame_offset: int = 0,
+    init: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """``init``: the video that ``denoise < 1`` starts from (an SR stage's upsampled input)."""
     _check_steps_for(stage, opts)
+    if opts.denoise < 1:
+        if init is None:
+            raise ValueError("denoise < 1 starts from the stage's input video: it is an option of SR stages, not of a base stage.")
+        if stage.config.is_distilled:
+            raise ValueError("A distilled student samples the step grid it was distilled on: use denoise = 1.")
     device = stage.device
-    sigmas = stage.config.schedule.sigmas(opts.steps, device=device)
+    sigmas = stage.config.schedule.sigmas(opts.steps, t_max=opts.denoise, device=device)
     den = _guided_denoiser(stage, text, negative, opts, sigmas, shape[0])
     counter = {"done": 0}
     windowed = WindowedDenoiser(den, dims)
@@ -172,6 +184,8 @@ def _sample(
             progress(counter["done"], total, info["denoised"])
 
     x = frame_noise(opts.seed, _SALT_INIT, shape, frame_offset, device) * sigmas[0]
+    if opts.denoise < 1:
+        x = x + init.to(device).float()
     noise = _StepNoise(opts.seed, shape, frame_offset, device)
     cond_kwargs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in cond_kwargs.items()}
     sampler = get_sampler(opts.sampler)
@@ -301,6 +315,7 @@ def upsample_spatial(
         dims=dims,
         progress=progress,
         frame_offset=frame_offset,
+        init=up,
     )
     return out[..., :oh, :ow]
 
@@ -364,6 +379,7 @@ def _tsr_pass(stage, video, text, factor, mode, options, negative, window, overl
     aug, lam = _augment(stage, video, options, frame_offset // factor)
     cond = tsr_condition(aug, factor, mode)
     shape = (video.shape[0], 3, cond.shape[2], *video.shape[-2:])
+    init = tsr_condition(video, factor, mode)[:, :3] if options.denoise < 1 else None  # repeated frames
     out = _sample(
         stage,
         shape,
@@ -374,5 +390,6 @@ def _tsr_pass(stage, video, text, factor, mode, options, negative, window, overl
         dims={2: (window, overlap)},
         progress=progress,
         frame_offset=frame_offset,
+        init=init,
     )
     return out[..., :oh, :ow]

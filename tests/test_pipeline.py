@@ -165,3 +165,42 @@ def _cont(stage):
     from cascade.conditioning import known_frames_condition
 
     return {"cond": known_frames_condition(torch.zeros(1, 3, 4, 8, 8), torch.zeros(1, 4)), "aug_logsnr": torch.zeros(1)}
+
+
+def test_denoise_below_one_starts_sr_from_the_noised_input(monkeypatch):
+    from cascade.conditioning import resize_video, tsr_condition
+
+    ssr = tiny_stage("ssr")
+    low = torch.rand(1, 3, 3, 4, 4) * 2 - 1
+    target = resize_video(low, (8, 8))
+    seen = []
+
+    def oracle(x, sigma, **kw):  # a denoiser that knows the answer: the upsampled input itself
+        seen.append((float(sigma[0]), (x - target).std().item()))
+        return target
+
+    monkeypatch.setattr(type(ssr), "denoiser", lambda self: oracle)
+    opts = SamplingOptions(steps=4, guidance=0.0, thresholding="none", denoise=0.4)
+    out = upsample_spatial(ssr, low, txt(), options=opts)
+    assert torch.allclose(out, target, atol=1e-6)
+    s0 = ssr.config.schedule.vesigma(0.4).item()
+    assert seen[0][0] == pytest.approx(s0, rel=1e-5) and len(seen) == 4
+    assert seen[0][1] == pytest.approx(s0, rel=0.3)  # the start is the input plus noise of that sigma, not pure noise
+
+    tsr = tiny_stage("tsr")
+    video = torch.rand(1, 3, 3, 8, 8) * 2 - 1
+    first = []
+    monkeypatch.setattr(type(tsr), "denoiser", lambda self: lambda x, sigma, **kw: first.append(x.clone()) or x * 0)
+    upsample_temporal(tsr, video, txt(), options=SamplingOptions(steps=2, guidance=0.0, denoise=0.05, thresholding="none"))
+    rep = tsr_condition(video, 2)[:, :3]
+    assert (first[0] - rep).abs().mean() < 0.1 < (first[0] - rep.roll(1, dims=2)).abs().mean()  # starts at the repeated frames
+
+
+def test_denoise_is_refused_where_it_has_no_meaning():
+    with pytest.raises(ValueError, match="denoise must be in"):
+        SamplingOptions(denoise=0.0)
+    with pytest.raises(ValueError, match="option of SR stages"):
+        generate(tiny_stage("base"), txt(), options=SamplingOptions(steps=2, denoise=0.5))
+    student = tiny_stage("ssr", distilled=True)
+    with pytest.raises(ValueError, match="use denoise = 1"):
+        upsample_spatial(student, torch.zeros(1, 3, 2, 4, 4), txt(), options=SamplingOptions(steps=4, guidance=1.0, denoise=0.5))
