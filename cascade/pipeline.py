@@ -24,6 +24,7 @@ from .text import TextEmbedding
 from .windows import WindowedDenoiser
 
 __all__ = [
+    "SR_THRESHOLDING",
     "SamplingOptions",
     "check_video_values",
     "frame_noise",
@@ -35,6 +36,11 @@ __all__ = [
 Progress = Callable[[int, int, "torch.Tensor | None"], None]
 
 _SALT_INIT, _SALT_AUG, _SALT_STEP = 0, 1, 2
+
+# SR stages clip statically: dynamic thresholding divides the whole video by its 99.5th percentile
+# when a bright object overshoots 1, which lifts a dark background towards grey (demo SSR: -0.6 dB).
+# It is meant for strongly guided base stages.
+SR_THRESHOLDING = "static"
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,9 @@ def _sample(
     _check_steps_for(stage, opts)
     if opts.denoise < 1:
         if init is None:
-            raise ValueError("denoise < 1 starts from the stage's input video: it is an option of SR stages, not of a base stage.")
+            raise ValueError(
+                "denoise < 1 starts from the stage's input video: it is an option of SR stages, not of a base stage."
+            )
         if stage.config.is_distilled:
             raise ValueError("A distilled student samples the step grid it was distilled on: use denoise = 1.")
     device = stage.device

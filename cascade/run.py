@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .demo import DEMO_DIR, DEMO_FILES
-from .pipeline import SamplingOptions, generate, upsample_spatial, upsample_temporal
+from .pipeline import SR_THRESHOLDING, SamplingOptions, generate, upsample_spatial, upsample_temporal
 from .stage import Stage, load_stage
 from .text import TextEncoder, load_text_encoder
 
@@ -21,13 +21,13 @@ log = logging.getLogger(__name__)
 # default sampling settings of the demo cascade (the evaluation measures exactly these)
 DEFAULT_OPTIONS = {
     "base": SamplingOptions(steps=32, sampler="ddim", guidance=4.0, thresholding="dynamic"),
-    "tsr": SamplingOptions(steps=16, sampler="ddim", guidance=1.0, thresholding="dynamic", aug_level=0.3),
-    "ssr": SamplingOptions(steps=16, sampler="ddim", guidance=1.0, thresholding="dynamic", aug_level=0.3),
+    "tsr": SamplingOptions(steps=16, sampler="ddim", guidance=1.0, thresholding=SR_THRESHOLDING, aug_level=0.3),
+    "ssr": SamplingOptions(steps=16, sampler="ddim", guidance=1.0, thresholding=SR_THRESHOLDING, aug_level=0.3),
 }
 FAST_OPTIONS = {
     "base": SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=4.0, thresholding="dynamic"),
-    "tsr": SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=1.0, thresholding="dynamic", aug_level=0.3),
-    "ssr": SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=1.0, thresholding="dynamic", aug_level=0.3),
+    "tsr": SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=1.0, thresholding=SR_THRESHOLDING, aug_level=0.3),
+    "ssr": SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=1.0, thresholding=SR_THRESHOLDING, aug_level=0.3),
 }
 
 

@@ -12,7 +12,7 @@ import uuid
 import numpy as np
 import torch
 
-from ..cascade.pipeline import SamplingOptions, generate, upsample_spatial, upsample_temporal
+from ..cascade.pipeline import SR_THRESHOLDING, SamplingOptions, generate, upsample_spatial, upsample_temporal
 from ..cascade.samplers import SAMPLERS
 from . import adapter
 from .convert import conditioning_to_text, image_to_video, video_to_image
@@ -319,7 +319,9 @@ class ImagenVideoSpatialSR:
         model.require("ssr", "ImagenVideoSpatialSR")
         video = image_to_video(images)
         text, neg = _text(model, positive, negative)
-        opts = SamplingOptions(steps=steps, guidance=guidance, aug_level=noise_augmentation, seed=seed)
+        opts = SamplingOptions(
+            steps=steps, guidance=guidance, aug_level=noise_augmentation, seed=seed, thresholding=SR_THRESHOLDING
+        )
         return _result(_run_ssr(model, video, text, neg, scale, opts, window_frames, tile_size, unique_id), None)
 
 
@@ -421,7 +423,9 @@ class ImagenVideoTemporalSR:
         fps = _check_fps(fps)
         video = image_to_video(images)
         text, neg = _text(model, positive, negative)
-        opts = SamplingOptions(steps=steps, guidance=guidance, aug_level=noise_augmentation, seed=seed)
+        opts = SamplingOptions(
+            steps=steps, guidance=guidance, aug_level=noise_augmentation, seed=seed, thresholding=SR_THRESHOLDING
+        )
         out = _run_tsr(model, video, text, neg, multiplier, frame_count_mode, opts, window_frames, unique_id)
         return _result(out, fps * multiplier)
 
@@ -529,7 +533,15 @@ class ImagenVideoDistilledSampler:
             )
         fps = _check_fps(fps)
         text, _ = _text(model, positive, None)
-        opts = SamplingOptions(steps=steps, sampler=sampler_name, guidance=guidance, aug_level=noise_augmentation, seed=seed)
+        thresholding = "dynamic" if cfg.role == "base" else SR_THRESHOLDING
+        opts = SamplingOptions(
+            steps=steps,
+            sampler=sampler_name,
+            guidance=guidance,
+            aug_level=noise_augmentation,
+            seed=seed,
+            thresholding=thresholding,
+        )
         if cfg.role == "base":
             video = generate(
                 model.ready(), text, frames=frames, height=height, width=width, options=opts, progress=_progress(unique_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..cascade.pipeline import SamplingOptions
+from ..cascade.pipeline import SR_THRESHOLDING, SamplingOptions
 from ..cascade.samplers import SAMPLERS
 from ..cascade.story import StoryOptions, parse_story, run_story, story_base_frames
 from ..cascade.video_io import VideoWriter
@@ -187,7 +187,9 @@ class ImagenVideoStoryToVideo:
             ssr_model.require("ssr", "ImagenVideoStoryToVideo (ssr_model)")
         scenes = _scenes(story, fps, seconds_per_scene)
         base_opts = SamplingOptions(steps=steps, sampler=sampler_name, guidance=guidance, seed=seed)
-        sr_opts = SamplingOptions(steps=sr_steps, sampler=sampler_name, guidance=sr_guidance, seed=seed + 1)
+        sr_opts = SamplingOptions(
+            steps=sr_steps, sampler=sampler_name, guidance=sr_guidance, seed=seed + 1, thresholding=SR_THRESHOLDING
+        )
         options = {"base": base_opts, "tsr": sr_opts, "ssr": sr_opts}
         for m, n in ((model, steps), (tsr_model, sr_steps), (ssr_model, sr_steps)):  # refuse before any work
             if m is not None and m.stage.config.is_distilled and n not in m.stage.config.distillation.steps:
