@@ -319,7 +319,8 @@ class _Evaluator:
                 continue
             steps = st.config.distillation.teacher_steps or DEFAULT_OPTIONS[role].steps
             run = self._tsr if role == "tsr" else self._ssr
-            t_opts = replace(DEFAULT_OPTIONS[role], steps=steps, sampler="ddim")
+            # the teacher at the student's guidance weight: the guided output the student learned
+            t_opts = replace(DEFAULT_OPTIONS[role], steps=steps, sampler="ddim", guidance=FAST_OPTIONS[role].guidance)
             t_res, t_out = run(role, t_opts)
             s_res, s_out = run(f"{role}_distilled", FAST_OPTIONS[role])
             nfe = (2 if t_opts.guidance else 1) * steps

@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 # default sampling settings of the demo cascade (the evaluation measures exactly these)
 DEFAULT_OPTIONS = {
     "base": SamplingOptions(steps=32, sampler="ddim", guidance=4.0, thresholding="dynamic"),
-    "tsr": SamplingOptions(steps=16, sampler="ddim", guidance=1.0, thresholding=SR_THRESHOLDING, aug_level=0.3),
-    "ssr": SamplingOptions(steps=16, sampler="ddim", guidance=1.0, thresholding=SR_THRESHOLDING, aug_level=0.3),
+    "tsr": SamplingOptions(steps=16, sampler="ddim", guidance=0.0, thresholding=SR_THRESHOLDING, aug_level=0.3),
+    "ssr": SamplingOptions(steps=16, sampler="ddim", guidance=0.0, thresholding=SR_THRESHOLDING, aug_level=0.3),
 }
 FAST_OPTIONS = {
     "base": SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=4.0, thresholding="dynamic"),

@@ -145,7 +145,7 @@ class ImagenVideoStoryToVideo:
                 "sr_steps": ("INT", {"default": 16, "min": 1, "max": 1000, "tooltip": "Sampling steps of the TSR / SSR stages."}),
                 "sr_guidance": (
                     "FLOAT",
-                    {**GUIDANCE[1], "default": 1.0, "tooltip": "Guidance weight w of the TSR / SSR stages."},
+                    {**GUIDANCE[1], "default": 0.0, "tooltip": "Guidance weight w of the TSR / SSR stages (0: one evaluation per step)."},
                 ),
                 "filename_prefix": (
                     "STRING",
