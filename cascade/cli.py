@@ -225,7 +225,7 @@ def add_distill(sub) -> None:
     p.add_argument("--steps-per-round", type=int, help="optimiser steps per halving round")
     p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--frame-skip", type=int)
+    p.add_argument("--frame-skip", type=int, help="frame skip of the training clips (default: the demo recipe's, base 2, SR 1)")
     p.add_argument("--clip-frames", type=int)
     p.add_argument("--crop", type=int)
     p.add_argument("--image-fraction", type=float)

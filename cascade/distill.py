@@ -50,7 +50,7 @@ class DistillConfig:
     batch: int = 8
     lr: float = 1e-4
     grad_clip: float = 1.0
-    frame_skip: int = 1
+    frame_skip: int | None = None  # None: the demo training recipe's for the teacher's role (base 2, SR 1)
     clip_frames: int = 0
     crop: int = 0
     image_fraction: float = 0.0
@@ -108,18 +108,23 @@ class _Distiller:
             raise ValueError(
                 f"The teacher needs {tcfg.text_dim}-wide text; {self.encoder.encoder_id} is {self.encoder.width} wide."
             )
+        frame_skip = cfg.frame_skip
+        if frame_skip is None:  # distil on the clips the teacher was trained on
+            from .demo import demo_train_config
+
+            frame_skip = demo_train_config(tcfg.role).frame_skip
         self.data_cfg = TrainConfig(
             stage=tcfg,
             data=cfg.data,
             batch=cfg.batch,
-            frame_skip=cfg.frame_skip,
+            frame_skip=frame_skip,
             clip_frames=cfg.clip_frames,
             crop=cfg.crop,
             image_fraction=cfg.image_fraction,
             seed=cfg.seed,
             text_dropout=0.0,
         )
-        min_frames = ((cfg.clip_frames or tcfg.frames) - 1) * cfg.frame_skip + 1
+        min_frames = ((cfg.clip_frames or tcfg.frames) - 1) * frame_skip + 1
         self.source = make_source(cfg.data, seed=cfg.seed + 1, min_frames=min_frames)
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)

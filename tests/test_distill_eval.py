@@ -88,6 +88,17 @@ def test_distill_writes_students_that_record_what_they_were_distilled_for(tmp_pa
     assert distill(cfg) == []
 
 
+def test_distillation_clips_default_to_the_teachers_training_frame_rate(tmp_path):
+    from cascade.distill import _Distiller
+
+    for role, expected in (("base", 2), ("tsr", 1)):
+        minilm_stage(role).save(tmp_path / f"{role}.safetensors")
+        d = _Distiller(DistillConfig(teacher=str(tmp_path / f"{role}.safetensors"), out=str(tmp_path / role)))
+        assert d.data_cfg.frame_skip == expected  # the base sees every 2nd frame in training, so must its student
+    d = _Distiller(DistillConfig(teacher=str(tmp_path / "base.safetensors"), out=str(tmp_path / "b3"), frame_skip=3))
+    assert d.data_cfg.frame_skip == 3
+
+
 def test_progressive_round_reduces_the_distillation_loss(tmp_path):
     """A round of progressive distillation makes the student match two teacher steps far better
     (the logged loss is the weighted distance to the two-step target on fresh batches)."""
