@@ -18,11 +18,17 @@ def test_round_trip_same_outputs(tmp_path):
     stage.save(path)
     loaded = load_stage(path, role="ssr")
     assert loaded.config == stage.config
+    # The round trip is bitwise on the weights ...
+    original, reloaded = stage.net.state_dict(), loaded.net.state_dict()
+    assert original.keys() == reloaded.keys()
+    assert all(torch.equal(original[k], reloaded[k]) for k in original)
     z, c = torch.randn(1, 3, 2, 8, 8), torch.randn(1, 3, 2, 8, 8)
     t = TextEmbedding(torch.randn(1, 2, 8), torch.ones(1, 2, dtype=torch.bool), torch.randn(1, 8))
     a = stage.net(z, torch.zeros(1), cond=c, aug_logsnr=torch.ones(1), text=t)
     b = loaded.net(z, torch.zeros(1), cond=c, aug_logsnr=torch.ones(1), text=t)
-    assert torch.equal(a, b)
+    # ... and the outputs agree up to float rounding: oneDNN may pick a different kernel
+    # path for differently aligned buffers (seen: 7e-9 apart on CPU CI).
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     meta = check_safetensors_file(path)["__metadata__"]
     cfg = json.loads(meta["config"])
     assert cfg["role"] == "ssr" and cfg["text_dim"] == 8 and cfg["parameterization"] == "v"
