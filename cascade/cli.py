@@ -120,7 +120,9 @@ def add_train(sub) -> None:
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--init-from", help="start a new run from the weights of this stage file (same role and network)")
     p.add_argument(
-        "--schedule-shift", type=float, help="log-SNR shift of the noise schedule (<= 0; more noise for videos; demo base: -5)"
+        "--schedule-shift",
+        type=float,
+        help="log-SNR shift of the noise schedule (<= 0; more noise for videos, e.g. -5 for the demo base; default: the stage recipe's, 0)",
     )
     p.add_argument(
         "--continuation-mix", help="base with continuation: fractions none,prefix,first+last,sparse (e.g. 0.75,0.15,0.05,0.05)"
@@ -251,6 +253,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         parts=tuple(a.parts.split(",")) if a.parts else EvalConfig.parts,
         w_values=tuple(float(w) for w in a.w.split(",")) if a.w else EvalConfig.w_values,
         extra_students=a.extra_students,
+        cache=a.cache,
     )
     evaluate(cfg)
     print((Path(a.out) / "report.md").read_text())
@@ -267,9 +270,13 @@ def add_evaluate(sub) -> None:
     p.add_argument("--merge", nargs="+", metavar="RUN", help="merge earlier --parts runs (their --out folders) into --out")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--parts", help="comma list of: detector,base,ssr,tsr,cascade,distilled")
+    p.add_argument(
+        "--parts",
+        help="comma list of: detector,base,ssr,tsr,cascade,distilled (cascade = cascade_default + cascade_fast, each also alone)",
+    )
     p.add_argument("--w", help="comma list of guidance weights for the base sweep (default 0,2,4,6)")
     p.add_argument("--extra-students", help="folder with student_4step / student_2step files of the base")
+    p.add_argument("--cache", help="folder where base videos are stored, so that runs split over processes compute them once")
     p.set_defaults(fn=cmd_evaluate)
 
 

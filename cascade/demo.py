@@ -25,7 +25,11 @@ DEMO_FILES = {
     "ssr_distilled": "demo_ssr_x2_64px_distilled_8step.safetensors",
 }
 TEXT_DIM = 384  # all-MiniLM-L6-v2
-BASE_LOGSNR_SHIFT = -5.0
+# The shipped demo base was trained on the plain cosine (shift 0). A shift of -5 (simple
+# diffusion's interpolated shift; ``train --schedule-shift -5``) spends more of training and
+# sampling near log-SNR -5, where this base decides its motion; a 1,800-step fine-tune with it
+# was not finished, measured or shipped, so the recipe stays the one that produced the files.
+BASE_LOGSNR_SHIFT = 0.0
 
 
 def demo_stage_config(role: str) -> StageConfig:
@@ -44,7 +48,7 @@ def demo_stage_config(role: str) -> StageConfig:
             norm_groups=8,
         )
         # 16 frames of one flat shape stay legible far into the noise: the motion is decided near
-        # log-SNR -5, which the plain cosine reaches only in its last 5 % (see CosineSchedule)
+        # log-SNR -5, which the plain cosine reaches only in its last 5 % (see BASE_LOGSNR_SHIFT)
         return StageConfig(
             role="base",
             unet=unet,

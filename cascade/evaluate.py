@@ -47,6 +47,7 @@ class EvalConfig:
     batch: int = 16
     parts: tuple[str, ...] = ("detector", "base", "ssr", "tsr", "cascade", "distilled")
     extra_students: str | None = None  # folder with 4-/2-step students of the base (optional)
+    cache: str | None = None  # folder shared by runs split over processes: base videos computed once
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -116,6 +117,7 @@ class _Evaluator:
         self.results: dict = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
         self.nfe: dict = {}
         self._base_cache: dict = {}  # (stage key, options, split) -> (videos, seconds): the cascade reuses the sweep's videos
+        self._sr_cache: dict = {}  # (stage key, options) -> (results, outputs): the students' teachers are the SR parts
 
     def stage(self, key: str) -> Stage | None:
         if key not in self.stages:
@@ -170,11 +172,42 @@ class _Evaluator:
         computed once per run, with the seconds they took."""
         attrs = _prompts(split, self.cfg.samples, self.cfg.seed)
         if (key, options, split) not in self._base_cache:
-            t0 = time.time()
-            vids = self.base_videos(self.stage(key), attrs, options, self.cfg.seed)
-            self._base_cache[(key, options, split)] = (vids, time.time() - t0)
+            disk = self._disk_cache_path(key, options, split)
+            if disk is not None and disk.exists():
+                from safetensors.torch import load_file
+
+                data = load_file(disk)
+                vids, seconds = data["videos"], float(data["seconds"])
+                log.info("base videos from the cache %s", disk)
+            else:
+                t0 = time.time()
+                vids = self.base_videos(self.stage(key), attrs, options, self.cfg.seed)
+                seconds = time.time() - t0
+                if disk is not None:
+                    from safetensors.torch import save_file
+
+                    tmp = disk.with_suffix(".tmp")
+                    save_file({"videos": vids.contiguous(), "seconds": torch.tensor(seconds)}, tmp)
+                    tmp.replace(disk)
+            self._base_cache[(key, options, split)] = (vids, seconds)
         vids, seconds = self._base_cache[(key, options, split)]
         return vids, attrs, seconds
+
+    def _disk_cache_path(self, key: str, options: SamplingOptions, split: str) -> Path | None:
+        """Where base videos are shared between processes (``cache``); the name hashes everything
+        they depend on: the model file's size and modification time, options, prompts and seeds."""
+        if not self.cfg.cache:
+            return None
+        import hashlib
+
+        path = self.root / self.files[key]
+        st = path.stat()
+        ident = repr(
+            (str(path.resolve()), st.st_size, st.st_mtime_ns, options, split, self.cfg.samples, self.cfg.seed, self.cfg.batch)
+        )
+        folder = Path(self.cfg.cache)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{key}_{split}_{hashlib.sha256(ident.encode()).hexdigest()[:16]}.safetensors"
 
     def base(self) -> dict:
         stage = self.stage("base")
@@ -209,6 +242,8 @@ class _Evaluator:
         if stage is None:
             return {}, None
         options = options or DEFAULT_OPTIONS["ssr"]
+        if (key, options) in self._sr_cache:
+            return self._sr_cache[(key, options)]
         gt, attrs = self.gt_clips(self.cfg.samples, 16, stage.config.width)
         low = resize_video(gt, (gt.shape[-2] // 2, gt.shape[-1] // 2))
         outs = []
@@ -239,6 +274,7 @@ class _Evaluator:
         }
         res["gain_over_bicubic_db"] = res["psnr"] - res["bicubic_psnr"]
         self._save_grid(torch.cat([bicubic[:4], out[:4], gt[:4]]), None, f"{key}_bicubic_ours_gt.png")
+        self._sr_cache[(key, options)] = (res, out)
         return res, out
 
     def tsr(self, key: str = "tsr", options: SamplingOptions | None = None) -> dict:
@@ -249,6 +285,8 @@ class _Evaluator:
         if stage is None:
             return {}, None
         options = options or DEFAULT_OPTIONS["tsr"]
+        if (key, options) in self._sr_cache:
+            return self._sr_cache[(key, options)]
         gt, attrs = self.gt_clips(self.cfg.samples, 31, stage.config.width)
         low = gt[:, :, ::2]  # 16 frames; the 15 odd frames are to be inserted
         outs = []
@@ -275,6 +313,7 @@ class _Evaluator:
             "n": len(attrs),
         }
         res["gain_over_blend_db"] = res["psnr_inserted"] - res["blend_psnr_inserted"]
+        self._sr_cache[(key, options)] = (res, out)
         return res, out
 
     def cascade(self, fast: bool = False) -> dict:
@@ -306,9 +345,11 @@ class _Evaluator:
         return res
 
     def distilled(self) -> dict:
-        """Students vs their teachers. The teacher samples its distillation grid (the student's
-        ``teacher_steps``, with classifier-free guidance: 2 evaluations per step); the students
-        sample 8 (and 4, 2 when given) steps with one evaluation per step."""
+        """Students vs their teachers, both at their default settings (``FAST_OPTIONS`` and
+        ``DEFAULT_OPTIONS``: what a user gets from each). The teachers' videos are those of the
+        ``base``/``ssr``/``tsr`` parts (same prompts, clips and seeds, computed once); the base
+        teacher also samples the students' step counts. Students: one evaluation per step; a
+        guided teacher: 2."""
         res: dict = {}
         teacher, student = self.stage("base"), self.stage("base_distilled")
         if teacher is not None and student is not None:
@@ -317,14 +358,12 @@ class _Evaluator:
             st = self.stage(f"{role}_distilled")
             if st is None or self.stage(role) is None:
                 continue
-            steps = st.config.distillation.teacher_steps or DEFAULT_OPTIONS[role].steps
             run = self._tsr if role == "tsr" else self._ssr
-            # the teacher at the student's guidance weight: the guided output the student learned
-            t_opts = replace(DEFAULT_OPTIONS[role], steps=steps, sampler="ddim", guidance=FAST_OPTIONS[role].guidance)
+            t_opts = DEFAULT_OPTIONS[role]
             t_res, t_out = run(role, t_opts)
             s_res, s_out = run(f"{role}_distilled", FAST_OPTIONS[role])
-            nfe = (2 if t_opts.guidance else 1) * steps
-            res[f"{role} teacher"] = {**t_res, "steps": steps, "nfe_per_video": nfe}
+            nfe = (2 if t_opts.guidance else 1) * t_opts.steps
+            res[f"{role} teacher"] = {**t_res, "steps": t_opts.steps, "guidance": t_opts.guidance, "nfe_per_video": nfe}
             res[f"{role} student 8-step"] = {
                 **s_res,
                 "nfe_per_video": FAST_OPTIONS[role].steps,  # one evaluation per step
@@ -334,16 +373,15 @@ class _Evaluator:
 
     def _distilled_base(self, teacher: Stage, student: Stage) -> dict:
         res: dict = {}
-        attrs = _prompts("seen", self.cfg.samples, self.cfg.seed)
-        held = _prompts("held_out", self.cfg.samples, self.cfg.seed)
-        steps = student.config.distillation.teacher_steps or DEFAULT_OPTIONS["base"].steps
-        t_opts = replace(DEFAULT_OPTIONS["base"], steps=steps, sampler="ddim")
-        t_seen = self.base_videos(teacher, attrs, t_opts, self.cfg.seed)
+        t_opts = DEFAULT_OPTIONS["base"]
+        t_seen, attrs, _ = self.split_videos("base", t_opts, "seen")
+        t_held, held, _ = self.split_videos("base", t_opts, "held_out")
         res["base teacher"] = {
-            "steps": steps,
-            "nfe_per_video": 2 * steps,
+            "steps": t_opts.steps,
+            "sampler": t_opts.sampler,
+            "nfe_per_video": (2 if t_opts.guidance else 1) * t_opts.steps,
             "seen": _score(t_seen, attrs, 2),
-            "held_out": _score(self.base_videos(teacher, held, t_opts, self.cfg.seed), held, 2),
+            "held_out": _score(t_held, held, 2),
         }
         students = {8: student}
         extra = Path(self.cfg.extra_students) if self.cfg.extra_students else None
@@ -359,14 +397,14 @@ class _Evaluator:
                 o = replace(FAST_OPTIONS["base"], steps=n, sampler=sampler)
                 vids = self.base_videos(st, attrs, o, self.cfg.seed)
                 row[sampler] = {"seen": _score(vids, attrs, 2)}
-                if sampler == "ddim":  # the deterministic student learned exactly the teacher's DDIM map
+                if sampler == "ddim":  # the deterministic student learned the teacher's DDIM map
                     row["paired_psnr_vs_teacher"] = psnr((vids + 1) / 2, (t_seen + 1) / 2)
                 else:
                     row[sampler]["held_out"] = _score(self.base_videos(st, held, o, self.cfg.seed), held, 2)
             teacher_few = self.base_videos(teacher, attrs, replace(t_opts, steps=n), self.cfg.seed)
             row["teacher_ddim_same_steps"] = {
                 "seen": _score(teacher_few, attrs, 2),
-                "nfe_per_video": 2 * n,
+                "nfe_per_video": (2 if t_opts.guidance else 1) * n,
                 "paired_psnr_vs_teacher": psnr((teacher_few + 1) / 2, (t_seen + 1) / 2),
             }
             res[f"base student {n}-step"] = row
@@ -395,9 +433,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     t0 = time.time()
     for part in cfg.parts:
         t1 = time.time()
-        if part == "cascade":
-            ev.results["cascade"] = ev.cascade()
-            ev.results["cascade_fast"] = ev.cascade(fast=True)
+        if part.startswith("cascade"):  # cascade = cascade_default + cascade_fast
+            if part in ("cascade", "cascade_default"):
+                ev.results["cascade"] = ev.cascade()
+            if part in ("cascade", "cascade_fast"):
+                ev.results["cascade_fast"] = ev.cascade(fast=True)
         else:
             ev.results[part] = getattr(ev, part)()
         log.info("%s done in %.0fs", part, time.time() - t1)
@@ -509,7 +549,7 @@ def report(r: dict) -> str:
             lines += [
                 "| base model | sampler | steps | evaluations / video | seen all | held-out all | paired PSNR vs teacher |",
                 "|---|---|---|---|---|---|---|",
-                f"| teacher | DDIM + CFG | {bt['steps']} | {bt['nfe_per_video']} | {_pct(bt['seen']['all'])} | {_pct(bt['held_out']['all'])} | - |",
+                f"| teacher | {bt.get('sampler', 'ddim').upper()} + CFG | {bt['steps']} | {bt['nfe_per_video']} | {_pct(bt['seen']['all'])} | {_pct(bt['held_out']['all'])} | - |",
             ]
             for k, row in d.items():
                 if not k.startswith("base student"):
@@ -533,7 +573,8 @@ def report(r: dict) -> str:
                 key = "psnr" if role == "ssr" else "psnr_inserted"
                 lines.append(
                     f"- {role.upper()}: 8-step student {s[key]:.2f} dB vs ground truth with {s['nfe_per_video']} evaluations per video; "
-                    f"teacher ({t['steps']} steps) {t[key]:.2f} dB with {t['nfe_per_video']}; paired PSNR student vs teacher "
+                    f"teacher ({t['steps']} steps, w={t.get('guidance', 1):g}) {t[key]:.2f} dB with {t['nfe_per_video']}; "
+                    "paired PSNR student vs teacher "
                     f"{s['paired_psnr_vs_teacher']:.2f} dB."
                 )
         lines.append("")

@@ -188,9 +188,39 @@ def test_evaluate_writes_results_and_report(tmp_path, demo_dir):
     assert {"psnr", "bicubic_psnr", "consistency_psnr"} <= set(r["ssr"])
     assert {"psnr_inserted", "blend_psnr_inserted", "repeat_psnr_inserted"} <= set(r["tsr"])
     assert r["distilled"]["base teacher"]["nfe_per_video"] == 64 and r["distilled"]["base student 8-step"]["nfe_per_video"] == 8
+    # the students' teachers are the parts at their default settings (same clips and seeds)
+    assert r["distilled"]["ssr teacher"]["psnr"] == r["ssr"]["psnr"]
+    assert r["distilled"]["tsr teacher"]["psnr_inserted"] == r["tsr"]["psnr_inserted"]
+    assert r["distilled"]["base teacher"]["seen"] == {k: v for k, v in r["base"]["w=4"]["seen"].items() if k != "seconds"}
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "Base prompt adherence" in report and "SSR x2" in report and "Distilled students" in report
     assert (tmp_path / "eval" / "base_seen.png").exists()
+
+
+def test_base_videos_shared_through_the_cache(tmp_path, demo_dir, monkeypatch):
+    """Runs split over processes (--cache) compute the base videos once; another model file,
+    other options or other prompts miss the cache."""
+    from dataclasses import replace
+
+    from cascade.evaluate import _Evaluator
+    from cascade.run import DEFAULT_OPTIONS
+
+    opts = replace(DEFAULT_OPTIONS["base"], steps=2)
+    cfg = EvalConfig(models=str(demo_dir), out=str(tmp_path / "a"), samples=2, batch=2, cache=str(tmp_path / "cache"))
+    first, _, _ = _Evaluator(cfg).split_videos("base", opts, "seen")
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("sampled again despite the cache")
+
+    monkeypatch.setattr(_Evaluator, "base_videos", fail)
+    again, _, _ = _Evaluator(replace(cfg, out=str(tmp_path / "b"))).split_videos("base", opts, "seen")
+    assert torch.equal(first, again)
+    for other in (replace(cfg, samples=3), replace(cfg, seed=1)):
+        with pytest.raises(AssertionError, match="sampled again"):
+            _Evaluator(other).split_videos("base", opts, "seen")
+    with pytest.raises(AssertionError, match="sampled again"):
+        _Evaluator(cfg).split_videos("base", replace(opts, steps=3), "seen")
 
 
 def test_generate_command_writes_a_playable_video(tmp_path, demo_dir):
