@@ -433,12 +433,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     t0 = time.time()
     for part in cfg.parts:
         t1 = time.time()
-        if part.startswith("cascade"):  # cascade = cascade_default + cascade_fast
-            if part in ("cascade", "cascade_default"):
-                ev.results["cascade"] = ev.cascade()
-            if part in ("cascade", "cascade_fast"):
-                ev.results["cascade_fast"] = ev.cascade(fast=True)
-        else:
+        if part in ("cascade", "cascade_default"):  # cascade = cascade_default + cascade_fast
+            ev.results["cascade"] = ev.cascade()
+        if part in ("cascade", "cascade_fast"):
+            ev.results["cascade_fast"] = ev.cascade(fast=True)
+        if not part.startswith("cascade"):
             ev.results[part] = getattr(ev, part)()
         log.info("%s done in %.0fs", part, time.time() - t1)
         (ev.out / "results.json").write_text(json.dumps(ev.results, indent=2))
