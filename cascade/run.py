@@ -19,15 +19,17 @@ __all__ = ["Cascade", "DEFAULT_OPTIONS", "FAST_OPTIONS", "load_demo_cascade"]
 log = logging.getLogger(__name__)
 
 # default sampling settings of the demo cascade (the evaluation measures exactly these)
+_SR = SamplingOptions(steps=16, sampler="ddim", guidance=0.0, thresholding=SR_THRESHOLDING, aug_level=0.3)
+_SR_FAST = SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=1.0, thresholding=SR_THRESHOLDING, aug_level=0.3)
 DEFAULT_OPTIONS = {
     "base": SamplingOptions(steps=32, sampler="ddim", guidance=4.0, thresholding="dynamic"),
-    "tsr": SamplingOptions(steps=16, sampler="ddim", guidance=0.0, thresholding=SR_THRESHOLDING, aug_level=0.3),
-    "ssr": SamplingOptions(steps=16, sampler="ddim", guidance=0.0, thresholding=SR_THRESHOLDING, aug_level=0.3),
+    "tsr": _SR,
+    "ssr": _SR,
 }
 FAST_OPTIONS = {
     "base": SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=4.0, thresholding="dynamic"),
-    "tsr": SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=1.0, thresholding=SR_THRESHOLDING, aug_level=0.3),
-    "ssr": SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=1.0, thresholding=SR_THRESHOLDING, aug_level=0.3),
+    "tsr": _SR_FAST,
+    "ssr": _SR_FAST,
 }
 
 
