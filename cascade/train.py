@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_save_safetensors, check_safetensors_file
+from .checkpoint import atomic_save_safetensors, check_safetensors_file, read_stage_config
 from .conditioning import resize_video, tsr_condition
 from .config import StageConfig
 from .diffusion import augment_condition, sample_aug_logsnr, v_loss
@@ -319,6 +319,12 @@ class Trainer:
 
     def export(self, path, dtype: torch.dtype | None = None) -> Path:
         notes = f"trained {self.step} steps on {self.cfg.data}"
+        if self.cfg.init_from:  # provenance of a fine-tune: what it started from (read again on resume)
+            try:
+                start = read_stage_config(self.cfg.init_from).notes or "?"
+            except (OSError, ValueError):
+                start = "?"
+            notes += f", initialised from {Path(self.cfg.init_from).name} ({start})"
         Stage(self.cfg.stage.replace(notes=notes), self.ema).save(path, dtype=dtype)
         return Path(path)
 

@@ -12,6 +12,7 @@ import torch
 from helpers import tiny_unet
 from safetensors.torch import load_file
 
+from cascade.checkpoint import read_stage_config
 from cascade.config import StageConfig
 from cascade.data.sources import ShapesSource, VideoFolderSource
 from cascade.stage import load_stage
@@ -163,7 +164,9 @@ def test_init_from_starts_a_run_from_a_stage_file(tmp_path):
     assert tr.step == 0
     for k, v in src.net.state_dict().items():
         assert torch.equal(tr.net.state_dict()[k], v) and torch.equal(tr.ema.state_dict()[k], v)
-    tr.run(steps=1)  # and it trains on
+    tr.run(steps=1)  # and it trains on; its file says what it started from
+    notes = read_stage_config(tr.out / "stage.safetensors").notes
+    assert notes.endswith(", initialised from stage.safetensors (trained 2 steps on shapes)"), notes
     other = train_cfg(tmp_path / "c", "ssr", init_from=str(tmp_path / "a" / "base" / "stage.safetensors"))
     with pytest.raises(ValueError, match="same role and U-Net configuration"):
         Trainer(other, encoder=TinyEncoder())
