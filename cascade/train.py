@@ -244,6 +244,7 @@ class Trainer:
         self._resume()
         if self.step == 0 and cfg.init_from:
             self._init_from(cfg.init_from)
+        self._origin = self._origin_of(cfg.init_from) if cfg.init_from else ""  # a fine-tune's provenance, for its notes
         self.model, self.opt = self.acc.prepare(self.net, self.opt)
         self.ema.to(self.acc.device)
         self._bins = np.zeros((2, len(_LOSS_BINS) - 1))
@@ -298,6 +299,16 @@ class Trainer:
         self.ema.load_state_dict(src.net.state_dict())
         log.info("initialised from %s (%s)", path, src.config.notes or src.config.name)
 
+    @staticmethod
+    def _origin_of(path: str) -> str:
+        """``, initialised from NAME (its notes)``; read from the file's header, also when resuming."""
+        try:
+            c = read_stage_config(path)
+            start = c.notes or c.name
+        except (OSError, ValueError):
+            start = "?"
+        return f", initialised from {Path(path).name} ({start})"
+
     def save(self) -> None:
         if not self.acc.is_main_process:
             return
@@ -318,13 +329,7 @@ class Trainer:
         self.export(self.out / "stage.safetensors")
 
     def export(self, path, dtype: torch.dtype | None = None) -> Path:
-        notes = f"trained {self.step} steps on {self.cfg.data}"
-        if self.cfg.init_from:  # provenance of a fine-tune: what it started from (read again on resume)
-            try:
-                start = read_stage_config(self.cfg.init_from).notes or "?"
-            except (OSError, ValueError):
-                start = "?"
-            notes += f", initialised from {Path(self.cfg.init_from).name} ({start})"
+        notes = f"trained {self.step} steps on {self.cfg.data}{self._origin}"
         Stage(self.cfg.stage.replace(notes=notes), self.ema).save(path, dtype=dtype)
         return Path(path)
 
