@@ -49,6 +49,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             "mixed_precision",
             "checkpoint_every",
             "sample_every",
+            "binding_every",
             "log_every",
             "image_fraction",
             "clip_frames",
@@ -109,6 +110,11 @@ def add_train(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
     p.add_argument("--checkpoint-every", type=int)
+    p.add_argument(
+        "--binding-every",
+        type=int,
+        help="base: log the fast text-binding diagnostic (z of each word, log-SNR -8..-5) every N steps",
+    )
     p.add_argument("--sample-every", type=int)
     p.add_argument("--log-every", type=int)
     p.add_argument("--image-fraction", type=float)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .conditioning import resize_video
+from .data.captions import phrase
 from .data.detector import detect
 from .data.shapes import HELD_OUT, Attributes, all_attributes, caption, render_clip
 from .pipeline import SamplingOptions, generate, upsample_spatial, upsample_temporal
@@ -35,6 +36,19 @@ __all__ = ["EvalConfig", "evaluate", "psnr", "ssim"]
 
 log = logging.getLogger(__name__)
 ATTRS = ("colour", "shape", "direction", "speed")
+# seen / held_out: training / held-out (colour, shape, direction) combinations, worded with the
+# canonical caption; train_phrasing / held_out_phrasing: training combinations worded with random
+# training phrasings / with held-out templates and words never used in training (data.captions)
+SPLITS = ("seen", "held_out", "train_phrasing", "held_out_phrasing")
+PHRASING_SPLITS = ("train_phrasing", "held_out_phrasing")
+
+
+def captions_for(attrs: list[Attributes], split: str, seed: int) -> list[str]:
+    """The evaluation prompt of each item of ``split`` (deterministic in ``seed`` and the index)."""
+    if split in ("seen", "held_out"):
+        return [caption(a, 0) for a in attrs]
+    which = "held_out" if split == "held_out_phrasing" else "train"
+    return [phrase(a, np.random.default_rng([seed, i, 31]), which) for i, a in enumerate(attrs)]
 
 
 @dataclass
@@ -78,7 +92,9 @@ def _prompts(split: str, n: int, seed: int) -> list[Attributes]:
     """``n`` attribute combinations of ``split``, spread over the whole pool: consecutive random
     permutations of it, cut at ``n`` (so ``n < len(pool)`` is a uniform sample without repeats,
     not the first colours of the pool)."""
-    pool = all_attributes("train" if split == "seen" else "held_out")
+    if split not in SPLITS:
+        raise ValueError(f"Unknown evaluation split {split!r}; expected one of {SPLITS}.")
+    pool = all_attributes("held_out" if split == "held_out" else "train")
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-n // len(pool)))])[:n]
     return [pool[i] for i in order]
@@ -128,10 +144,11 @@ class _Evaluator:
             self.stages[key] = load_stage(path)
         return self.stages[key]
 
-    def text(self, attrs):
+    def text(self, attrs, captions: list[str] | None = None):
+        """Text embeddings of ``captions`` (default: the canonical caption of each of ``attrs``)."""
         if self.encoder is None:
             self.encoder = load_text_encoder()
-        return self.encoder.encode([caption(a, 0) for a in attrs])
+        return self.encoder.encode(captions if captions is not None else [caption(a, 0) for a in attrs])
 
     def batches(self, attrs):
         b = self.cfg.batch
@@ -161,10 +178,11 @@ class _Evaluator:
             out[name] = _merge(per)
         return out
 
-    def base_videos(self, stage: Stage, attrs, options: SamplingOptions, seed0: int) -> torch.Tensor:
+    def base_videos(self, stage: Stage, attrs, options: SamplingOptions, seed0: int, captions=None) -> torch.Tensor:
         vids = []
         for i, chunk in self.batches(attrs):
-            vids.append(generate(stage, self.text(chunk), options=replace(options, seed=seed0 + i)))
+            caps = None if captions is None else captions[i : i + len(chunk)]
+            vids.append(generate(stage, self.text(chunk, caps), options=replace(options, seed=seed0 + i)))
         return torch.cat(vids)
 
     def split_videos(self, key: str, options: SamplingOptions, split: str) -> tuple[torch.Tensor, list[Attributes], float]:
@@ -181,7 +199,8 @@ class _Evaluator:
                 log.info("base videos from the cache %s", disk)
             else:
                 t0 = time.time()
-                vids = self.base_videos(self.stage(key), attrs, options, self.cfg.seed)
+                caps = captions_for(attrs, split, self.cfg.seed)
+                vids = self.base_videos(self.stage(key), attrs, options, self.cfg.seed, caps)
                 seconds = time.time() - t0
                 if disk is not None:
                     from safetensors.torch import save_file
@@ -222,6 +241,11 @@ class _Evaluator:
                 if w == DEFAULT_OPTIONS["base"].guidance:
                     self._save_grid(vids[:8], attrs[:8], f"base_{split}.png")
                 log.info("base w=%g %s: %s", w, split, res[f"w={w:g}"][split])
+            if w == DEFAULT_OPTIONS["base"].guidance:  # wording the model never saw, at the default guidance
+                for split in PHRASING_SPLITS:
+                    vids, attrs, seconds = self.split_videos("base", replace(DEFAULT_OPTIONS["base"], guidance=w), split)
+                    res[f"w={w:g}"][split] = {**_score(vids, attrs, 2), "seconds": round(seconds, 1)}
+                    log.info("base w=%g %s: %s", w, split, res[f"w={w:g}"][split])
         self.nfe["base teacher"] = DEFAULT_OPTIONS["base"].steps * 2
         return res
 

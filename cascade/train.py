@@ -69,6 +69,7 @@ class TrainConfig:
     tsr_interpolate_fraction: float = 0.5
     checkpoint_every: int = 200
     sample_every: int = 0
+    binding_every: int = 0  # base: log the fast text-binding diagnostic (cascade.binding) every N steps; 0 = never
     log_every: int = 20
     seed: int = 0
     mixed_precision: str = "no"
@@ -102,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"continuation_mix must sum to 1; received {self.continuation_mix}.")
         if self.lr_decay not in ("constant", "cosine"):
             raise ValueError(f"lr_decay must be 'constant' or 'cosine'; received {self.lr_decay!r}.")
+        if self.binding_every and (s.role != "base" or not s.text_dim):
+            raise ValueError("binding_every (the text-binding diagnostic) is for base stages with text conditioning.")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16 or bf16; received {self.mixed_precision!r}.")
 
@@ -442,6 +445,8 @@ class Trainer:
                     self.save()
                 if cfg.sample_every and self.step % cfg.sample_every == 0 and self.acc.is_main_process:
                     self.write_samples()
+                if cfg.binding_every and self.step % cfg.binding_every == 0 and self.acc.is_main_process:
+                    self.log_binding(logf)
         finally:
             if logf:
                 logf.close()
@@ -467,6 +472,23 @@ class Trainer:
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
             log.info("step %d loss %.4f (%.2fs/step)", self.step, rec["loss"] or float("nan"), rec["sec_per_step"])
+        return rec
+
+    def log_binding(self, logf) -> dict:
+        """The fast text-binding diagnostic of the EMA weights (8 fixed clips, log-SNR -8 ... -5),
+        appended to the log as ``{"step", "binding": {attribute: {mean, se, z}}}``."""
+        from .binding import FAST_LEVELS, band_summary, stage_binding
+
+        t0 = time.time()
+        table = stage_binding(
+            Stage(self.cfg.stage, self.ema), self.encoder, n=8, levels=FAST_LEVELS, frame_step=self.cfg.frame_skip
+        )
+        band = {k: {m: round(v[m], 6) for m in ("mean", "se", "z")} for k, v in band_summary(table).items()}
+        rec = {"step": self.step, "binding": band, "binding_seconds": round(time.time() - t0, 1)}
+        if logf:
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+        log.info("step %d text binding (z, -8..-5): %s", self.step, {k: round(v["z"], 1) for k, v in band.items()})
         return rec
 
     @torch.no_grad()

@@ -86,7 +86,8 @@ class VideoUNet(nn.Module):
             self.text_pool = nn.Sequential(LayerNorm32(cfg.text_dim), nn.Linear(cfg.text_dim, e), nn.SiLU(), nn.Linear(e, e))
             self.null_pooled = nn.Parameter(torch.zeros(e))
 
-        self.conv_in = nn.Conv2d(cfg.in_channels + cfg.cond_channels, ch[0], 3, padding=1)
+        p2 = cfg.patch_size**2
+        self.conv_in = nn.Conv2d((cfg.in_channels + cfg.cond_channels) * p2, ch[0], 3, padding=1)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         c = ch[0]
@@ -109,7 +110,7 @@ class VideoUNet(nn.Module):
             self.up.append(layers)
             self.upsample.append(Upsample(c) if lvl > 0 else nn.Identity())
         self.norm_out = GroupNorm32(cfg.norm_groups, c)
-        self.conv_out = zero_init(nn.Conv2d(c, cfg.out_channels, 3, padding=1))
+        self.conv_out = zero_init(nn.Conv2d(c, cfg.out_channels * p2, 3, padding=1))
 
     # -- conditioning -----------------------------------------------------------------------------
 
@@ -175,6 +176,8 @@ class VideoUNet(nn.Module):
         emb, ctx = self.embed(b, frames, logsnr, text, aug_logsnr, guidance)
         x = z if cond is None else torch.cat([z, cond.to(z)], dim=1)
         x = x.to(dt).transpose(1, 2).reshape(b * frames, -1, h, w)  # (B*T, C, H, W)
+        if cfg.patch_size > 1:
+            x = F.pixel_unshuffle(x, cfg.patch_size)
         vm = None if video_mask is None else torch.as_tensor(video_mask, device=x.device)
 
         x = self.conv_in(x)
@@ -192,6 +195,8 @@ class VideoUNet(nn.Module):
                 x = self._run(layer, x, emb, frames, ctx, vm)
             x = up(x)
         x = self.conv_out(F.silu(self.norm_out(x)))
+        if cfg.patch_size > 1:
+            x = F.pixel_shuffle(x, cfg.patch_size)
         return x.reshape(b, frames, cfg.out_channels, h, w).transpose(1, 2)
 
     def _run(self, layer, x, emb, frames, ctx, vm):

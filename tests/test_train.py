@@ -326,3 +326,14 @@ def test_sample_videos_are_written_at_intervals(tmp_path, role):
     Trainer(cfg, encoder=TinyEncoder()).run(steps=2)
     gifs = sorted((Path(cfg.out) / "samples").glob("*.gif"))
     assert [g.name for g in gifs] == ["step_0000002.gif"]
+
+
+def test_base_training_logs_the_text_binding_diagnostic(tmp_path):
+    cfg = train_cfg(tmp_path, steps=2, checkpoint_every=0, binding_every=2)
+    Trainer(cfg, encoder=TinyEncoder()).run()
+    recs = [json.loads(line) for line in (tmp_path / "base" / "log.jsonl").read_text().splitlines()]
+    band = next(r["binding"] for r in recs if "binding" in r)
+    assert set(band) == {"colour", "shape", "direction", "speed"}
+    assert all(np.isfinite(v["mean"]) and v["se"] >= 0 for v in band.values())
+    with pytest.raises(ValueError, match="binding_every"):
+        train_cfg(tmp_path, role="ssr", stage=stage_cfg("ssr"), binding_every=2)

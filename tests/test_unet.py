@@ -215,3 +215,26 @@ def test_stage_config_round_trip_and_role_checks():
         StageConfig(role="vae", unet=unet)
     with pytest.raises(ValueError, match="unknown fields"):
         StageConfig.from_dict({**sc.to_dict(), "future_field": 1})
+
+
+def test_patched_network_runs_at_full_size_and_keeps_the_video_image_equivalence():
+    cfg = UNetConfig(**{**CFG.to_dict(), "patch_size": 2})
+    assert cfg.size_multiple == 4
+    net = randomize(VideoUNet(cfg), temporal_too=False).eval()
+    z = torch.randn(2, 3, 4, 16, 16)
+    out = net(z, torch.zeros(2), text=txt(2))
+    assert out.shape == z.shape and out.abs().mean() > 1e-3
+    # depth-to-space output: every output pixel of a 2x2 patch comes from its own channel
+    assert not torch.allclose(out[..., 0::2, 0::2], out[..., 1::2, 1::2], atol=1e-3)
+    for f in range(4):
+        assert torch.allclose(out[:, :, f : f + 1], net(z[:, :, f : f + 1], torch.zeros(2), text=txt(2)), atol=1e-5)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        net(torch.randn(1, 3, 2, 18, 18), torch.zeros(1), text=txt(1))
+    with pytest.raises(ValueError, match="patch_size must be a positive integer"):
+        UNetConfig(**{**CFG.to_dict(), "patch_size": 0})
+
+
+def test_unpatched_config_from_an_older_file_loads_with_patch_size_one():
+    d = CFG.to_dict()
+    d.pop("patch_size")
+    assert UNetConfig.from_dict(d).patch_size == 1

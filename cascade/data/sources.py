@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..video_io import VIDEO_SUFFIXES, read_video
+from .captions import phrase
 from .shapes import all_attributes, caption, render_clip
 
 __all__ = ["ShapesSource", "VideoFolderSource", "ImageFolderSource", "make_source"]
@@ -37,8 +38,13 @@ class ShapesSource:
     size: int = 64
     split: str = "train"
     seed: int = 0
+    # "varied": captions from the phrasebook's training phrasings (cascade.data.captions); "template":
+    # the six fixed templates the first demo stages were trained on
+    phrasing: str = "varied"
 
     def __post_init__(self) -> None:
+        if self.phrasing not in ("varied", "template"):
+            raise ValueError(f"phrasing must be 'varied' or 'template'; received {self.phrasing!r}.")
         self._attrs = all_attributes(self.split)
 
     def clip(self, index: int, frames: int | None = None, size: int | None = None, frame_step: int = 1):
@@ -46,7 +52,8 @@ class ShapesSource:
         with supersampling is the same antialiased resize, and cheaper)."""
         rng = _rng(self.seed, index)
         attrs = self._attrs[int(rng.integers(len(self._attrs)))]
-        text = caption(attrs, int(rng.integers(1000)))
+        variant = int(rng.integers(1000))
+        text = caption(attrs, variant) if self.phrasing == "template" else phrase(attrs, _rng(self.seed, index, 1))
         n = frames or self.frames
         video = render_clip(attrs, frames=n, size=size or self.size, rng=rng, frame_step=frame_step)
         return video, text
