@@ -26,8 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cascade.demo import DEMO_DIR, DEMO_FILES, demo_train_config  # noqa: E402
 from cascade.checkpoint import read_stage_config  # noqa: E402
+from cascade.demo import DEMO_DIR, DEMO_FILES, demo_train_config  # noqa: E402
 from cascade.text import load_text_encoder  # noqa: E402
 from cascade.train import Trainer  # noqa: E402
 
@@ -112,7 +112,13 @@ def main() -> int:
     for name, tr in trainers.items():
         med = statistics.median(times[name])
         per_item = med / tr.cfg.batch
-        data[name] = {"batch": tr.cfg.batch, "step_s": times[name], "median_step_s": med, "per_item_s": per_item, "first_step_s": warm[name]}
+        data[name] = {
+            "batch": tr.cfg.batch,
+            "step_s": times[name],
+            "median_step_s": med,
+            "per_item_s": per_item,
+            "first_step_s": warm[name],
+        }
         rows.append(
             f"| {name} | {tr.cfg.batch} | {med:.2f} ({min(times[name]):.2f}-{max(times[name]):.2f}) | {per_item:.3f} | {per_item / ref:.2f}x | {warm[name]:.1f} |"
         )
