@@ -64,3 +64,19 @@ def test_template_phrasing_keeps_the_original_captions_and_the_same_videos():
     assert c2.startswith(("a ", "the ", "red", "green", "blue", "yellow", "white"))
     with pytest.raises(ValueError, match="phrasing"):
         ShapesSource(phrasing="free")
+
+
+def test_evaluation_phrasing_splits_word_training_combinations_in_their_own_phrasings():
+    from cascade.data.shapes import caption
+    from cascade.evaluate import _prompts, captions_for
+
+    attrs = _prompts("held_out_phrasing", 12, seed=3)
+    assert all(not a.held_out for a in attrs)
+    held = captions_for(attrs, "held_out_phrasing", seed=3)
+    train = captions_for(attrs, "train_phrasing", seed=3)
+    assert held == captions_for(attrs, "held_out_phrasing", seed=3)  # deterministic
+    for a, h, t in zip(attrs, held, train):
+        assert h in all_phrasings(a, "held_out") and t in all_phrasings(a, "train")
+    assert captions_for(attrs, "seen", seed=3) == [caption(a, 0) for a in attrs]
+    with pytest.raises(ValueError, match="Unknown evaluation split"):
+        _prompts("unseen", 4, seed=0)
