@@ -25,7 +25,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .data.shapes import COLOURS, SHAPES, Attributes, all_attributes, caption, render_clip
+from .data.shapes import COLOURS, SHAPES, Attributes, all_attributes, caption, crossing_start, render_clip
 from .diffusion import x_from_v
 from .schedule import alpha_sigma
 
@@ -64,17 +64,24 @@ def swap(attrs: Attributes, which: str) -> Attributes:
     raise ValueError(f"Unknown attribute {which!r}; expected one of {ATTRIBUTES}.")
 
 
-def fixed_clips(n: int, *, frames: int, size: int, frame_step: int, seed: int = 0) -> tuple[torch.Tensor, list[Attributes]]:
+def fixed_clips(
+    n: int, *, frames: int, size: int, frame_step: int, seed: int = 0, path: str = "crossing"
+) -> tuple[torch.Tensor, list[Attributes]]:
     """``n`` ground-truth clips ``(n, 3, T, H, W)`` in [-1, 1] over training combinations, spread
-    over the pool (every colour, shape, direction and speed appears when n >= 24)."""
+    over the pool (every colour, shape, direction and speed appears when n >= 24). ``path``:
+    ``"crossing"`` (the shape crosses the frame in its direction, as most training clips do) or
+    ``"torus"`` (it starts anywhere: the direction is then visible only in the motion itself)."""
+    if path not in ("crossing", "torus"):
+        raise ValueError(f"path must be 'crossing' or 'torus'; received {path!r}.")
     pool = all_attributes("train")
     rng = np.random.default_rng([seed, 4242])
     order = rng.permutation(len(pool))
     attrs = [pool[int(i)] for i in order[:n]] if n <= len(pool) else [pool[int(rng.integers(len(pool)))] for _ in range(n)]
-    clips = [
-        render_clip(a, frames=frames, size=size, rng=np.random.default_rng([seed, i, 77]), frame_step=frame_step)
-        for i, a in enumerate(attrs)
-    ]
+    clips = []
+    for i, a in enumerate(attrs):
+        rng = np.random.default_rng([seed, i, 77])
+        start = crossing_start(a, frames=(frames - 1) * frame_step + 1, rng=rng) if path == "crossing" else None
+        clips.append(render_clip(a, frames=frames, size=size, rng=rng, frame_step=frame_step, start=start))
     x = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
     return x, attrs
 
@@ -172,11 +179,18 @@ def stage_denoiser(stage, encoder, *, aug_level: float = 0.0) -> Denoise:
 
 
 def stage_binding(
-    stage, encoder, *, n: int = 24, levels: Sequence[float] = FULL_LEVELS, seed: int = 0, frame_step: int = 2
+    stage,
+    encoder,
+    *,
+    n: int = 24,
+    levels: Sequence[float] = FULL_LEVELS,
+    seed: int = 0,
+    frame_step: int = 2,
+    path: str = "crossing",
 ) -> dict:
     """The diagnostic of a base stage on ``n`` fixed clips at its native size."""
     cfg = stage.config
-    clips, attrs = fixed_clips(n, frames=cfg.frames, size=cfg.width, frame_step=frame_step, seed=seed)
+    clips, attrs = fixed_clips(n, frames=cfg.frames, size=cfg.width, frame_step=frame_step, seed=seed, path=path)
     was = stage.net.training
     stage.net.eval()
     try:

@@ -29,6 +29,7 @@ __all__ = [
     "Attributes",
     "all_attributes",
     "caption",
+    "crossing_start",
     "render_clip",
     "sample_attributes",
 ]
@@ -169,6 +170,21 @@ def render_clip(
         img = bg[None, None] * (1 - cov[..., None]) + colour[None, None] * cov[..., None]
         out[f] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def crossing_start(attrs: Attributes, *, frames: int, rng: np.random.Generator, frame_step: int = 1) -> tuple[float, float]:
+    """A start position from which the shape *crosses* the frame in its direction: along the motion
+    it starts on the side it moves away from, so that its path is centred (within a margin that
+    shrinks as the path lengthens); across the motion it is uniform. Videos of "a circle moving
+    right" then show the circle entering on the left and leaving on the right, so the direction word
+    also says *where* the shape is, the way it does for a viewer, and not only where it goes next."""
+    travel = SPEEDS[attrs.speed] * frame_step * max(frames - 1, 0)
+    jitter = max(0.0, (1.0 - travel) / 2 - 0.1)
+    centre = 0.5 + float(rng.uniform(-jitter, jitter))
+    across = float(rng.random())
+    vx, vy = DIRECTIONS[attrs.direction]
+    along = (centre - (vx + vy) * travel / 2) % 1.0
+    return (along, across) if vx else (across, along)
 
 
 def speed_pixels_per_frame(speed: str, size: int, frame_step: int = 1) -> float:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..video_io import VIDEO_SUFFIXES, read_video
 from .captions import phrase
-from .shapes import all_attributes, caption, render_clip
+from .shapes import all_attributes, caption, crossing_start, render_clip
 
 __all__ = ["ShapesSource", "VideoFolderSource", "ImageFolderSource", "make_source"]
 
@@ -41,10 +41,16 @@ class ShapesSource:
     # "varied": captions from the phrasebook's training phrasings (cascade.data.captions); "template":
     # the six fixed templates the first demo stages were trained on
     phrasing: str = "varied"
+    # fraction of clips whose shape crosses the frame in its direction (shapes.crossing_start); the
+    # others start anywhere on the torus, as every clip did before (0.0), so that continuations
+    # from any position stay in the data
+    crossing: float = 0.75
 
     def __post_init__(self) -> None:
         if self.phrasing not in ("varied", "template"):
             raise ValueError(f"phrasing must be 'varied' or 'template'; received {self.phrasing!r}.")
+        if not 0.0 <= self.crossing <= 1.0:
+            raise ValueError(f"crossing is a fraction in [0, 1]; received {self.crossing!r}.")
         self._attrs = all_attributes(self.split)
 
     def clip(self, index: int, frames: int | None = None, size: int | None = None, frame_step: int = 1):
@@ -55,7 +61,13 @@ class ShapesSource:
         variant = int(rng.integers(1000))
         text = caption(attrs, variant) if self.phrasing == "template" else phrase(attrs, _rng(self.seed, index, 1))
         n = frames or self.frames
-        video = render_clip(attrs, frames=n, size=size or self.size, rng=rng, frame_step=frame_step)
+        start = None
+        if self.crossing > 0:  # a stream of its own: crossing=0 renders exactly the clips it always did
+            path_rng = _rng(self.seed, index, 2)
+            if path_rng.random() < self.crossing:
+                # the path spans the clip's reference frames, whatever rate it is rendered at
+                start = crossing_start(attrs, frames=(n - 1) * frame_step + 1, rng=path_rng)
+        video = render_clip(attrs, frames=n, size=size or self.size, rng=rng, frame_step=frame_step, start=start)
         return video, text
 
     def image(self, index: int, size: int | None = None):

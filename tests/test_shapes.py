@@ -1,0 +1,78 @@
+"""The moving-shapes renderer's paths: shapes that cross the frame in their direction."""
+
+import numpy as np
+import pytest
+
+from cascade import binding
+from cascade.data.detector import detect
+from cascade.data.shapes import DIRECTIONS, SPEEDS, Attributes, all_attributes, crossing_start, render_clip
+from cascade.data.sources import ShapesSource, _rng
+
+
+def _centroid(frame: np.ndarray) -> tuple[float, float]:
+    """The shape's centre on the torus (a circular mean: a shape over an edge shows on both sides)."""
+    w = frame.astype(np.float64).sum(axis=2)
+    w = w - w.min()
+    out = []
+    for axis in (0, 1):  # x: mass per column; y: mass per row
+        m = w.sum(axis=axis)
+        ang = 2 * np.pi * (np.arange(len(m)) + 0.5) / len(m)
+        out.append(float(np.angle((m * np.exp(1j * ang)).sum()) / (2 * np.pi) % 1.0))
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("frames,step", [(16, 2), (32, 1)])
+def test_a_crossing_path_stays_inside_the_frame_and_is_centred(frames, step):
+    for a in all_attributes("all"):
+        for seed in range(20):
+            x0, y0 = crossing_start(a, frames=(frames - 1) * step + 1, rng=np.random.default_rng(seed))
+            vx, vy = DIRECTIONS[a.direction]
+            travel = SPEEDS[a.speed] * step * (frames - 1)
+            along, d = (x0, vx) if vx else (y0, vy)
+            end = along + d * travel
+            assert 0.05 < along < 0.95 and 0.05 < end < 0.95, (a, seed, along, end)  # no wrap-around
+            assert abs((along + end) / 2 - 0.5) <= max(0.0, (1 - travel) / 2 - 0.1) + 1e-9
+
+
+def test_crossing_clips_enter_on_the_side_they_move_away_from():
+    src = ShapesSource(crossing=1.0, seed=5)
+    for i in range(24):
+        video, _ = src.clip(i, frames=16, size=32, frame_step=2)
+        a = src._attrs[int(_rng(5, i).integers(len(src._attrs)))]
+        (x0, y0), (x1, y1) = _centroid(video[0]), _centroid(video[-1])
+        vx, vy = DIRECTIONS[a.direction]
+        start, end = (x0, x1) if vx else (y0, y1)
+        sign = vx or vy
+        assert sign * (end - start) > 0.2  # it crossed, without jumping over an edge
+        if a.speed == "quickly":  # a long path: it starts on the side it moves away from
+            assert (start < 0.35) == (sign > 0) and (start > 0.65) == (sign < 0)
+        det = detect(video, frame_step=2)
+        assert (det.direction, det.speed, det.shape) == (a.direction, a.speed, a.shape)
+
+
+def test_no_crossing_renders_the_clips_it_always_did():
+    src = ShapesSource(crossing=0.0, seed=2)
+    for i in range(4):
+        video, _ = src.clip(i, frames=8, size=16, frame_step=2)
+        rng = _rng(2, i)
+        a = src._attrs[int(rng.integers(len(src._attrs)))]
+        rng.integers(1000)  # the caption variant's draw
+        np.testing.assert_array_equal(video, render_clip(a, frames=8, size=16, rng=rng, frame_step=2))
+
+
+def test_the_crossing_fraction_is_about_what_was_asked():
+    src = ShapesSource(crossing=0.75)
+    hits = sum(_rng(0, i, 2).random() < 0.75 for i in range(2000))
+    assert 0.72 < hits / 2000 < 0.78
+    with pytest.raises(ValueError, match="crossing"):
+        ShapesSource(crossing=1.5)
+    assert src.clip(0, frames=4, size=8)[0].shape == (4, 8, 8, 3)
+
+
+def test_the_diagnostic_clips_follow_the_path_asked_for():
+    cross, attrs = binding.fixed_clips(4, frames=8, size=16, frame_step=2, seed=0, path="crossing")
+    torus, attrs2 = binding.fixed_clips(4, frames=8, size=16, frame_step=2, seed=0, path="torus")
+    assert attrs == attrs2 and not np.allclose(cross.numpy(), torus.numpy())
+    with pytest.raises(ValueError, match="path"):
+        binding.fixed_clips(4, frames=8, size=16, frame_step=2, path="zigzag")
+    assert isinstance(attrs[0], Attributes)
