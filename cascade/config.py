@@ -55,6 +55,12 @@ class UNetConfig:
     # space-to-depth patching of the input (and depth-to-space of the output): a 32x32 stage with
     # patch_size=2 runs its first level at 16x16 on 4x the channels, about the cost of a 16 px net
     patch_size: int = 1
+    # a per-frame embedding of the frame's phase in its window, t / (T - 1) in [0, 1], added to the
+    # conditioning vector (videos only; zero-initialised). Relative position bias alone tells the
+    # network the order of frames but not *when* a frame is in the clip, so a text-conditional
+    # prediction at high noise cannot move ("a circle crossing to the right"); the phase is defined
+    # for any frame count, so the stage still runs on other window lengths
+    frame_phase: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.channels)

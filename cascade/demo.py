@@ -48,6 +48,7 @@ def demo_stage_config(role: str) -> StageConfig:
             head_dim=32,
             norm_groups=8,
             patch_size=2,
+            frame_phase=True,
         )
         return StageConfig(
             role="base",

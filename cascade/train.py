@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -291,15 +291,22 @@ class Trainer:
 
         src = load_stage(path)
         s = self.cfg.stage
-        if src.config.role != s.role or src.config.unet != s.unet:
+        # the one architectural addition a fine-tune may make: a frame-phase embedding (zero-initialised)
+        adds_phase = s.unet.frame_phase and not src.config.unet.frame_phase
+        same = replace(src.config.unet, frame_phase=s.unet.frame_phase) == s.unet
+        if src.config.role != s.role or not same:
             raise ValueError(
                 f"--init-from {path} is a {src.config.describe()} with a different network than the {s.role} stage being "
                 "trained: it must have the same role and U-Net configuration (use --config with its configuration)."
             )
         if src.config.is_distilled:
             raise ValueError(f"--init-from {path} is a distilled student; start from the undistilled stage.")
-        self.net.load_state_dict(src.net.state_dict())
-        self.ema.load_state_dict(src.net.state_dict())
+        sd = src.net.state_dict()
+        if adds_phase:
+            sd.update({k: v for k, v in self.net.state_dict().items() if k.startswith("frame_emb.")})
+            log.info("adding a frame-phase embedding (zero-initialised) to the weights of %s", path)
+        self.net.load_state_dict(sd)
+        self.ema.load_state_dict(sd)
         log.info("initialised from %s (%s)", path, src.config.notes or src.config.name)
 
     @staticmethod

@@ -82,6 +82,9 @@ class VideoUNet(nn.Module):
         self.logsnr_emb = _ScalarEmbedding(e, scale=25.0, shift=20.0)  # logsnr in [-20, 20] -> [0, 1000]
         self.aug_emb = _ScalarEmbedding(e, scale=25.0, shift=20.0) if cfg.aug_cond else None
         self.guidance_emb = _ScalarEmbedding(e, scale=50.0) if cfg.guidance_cond else None
+        self.frame_emb = _ScalarEmbedding(e, scale=1000.0) if cfg.frame_phase else None  # phase [0, 1] -> [0, 1000]
+        if self.frame_emb is not None:
+            zero_init(self.frame_emb.mlp[-1])  # starts as a no-op: a fine-tune of a stage without it begins unchanged
         if cfg.text_dim:
             self.text_pool = nn.Sequential(LayerNorm32(cfg.text_dim), nn.Linear(cfg.text_dim, e), nn.SiLU(), nn.Linear(e, e))
             self.null_pooled = nn.Parameter(torch.zeros(e))
@@ -124,10 +127,16 @@ class VideoUNet(nn.Module):
             return v.reshape(-1)
         raise ValueError(f"{what} must be a scalar, (B,) or (B, T) = ({b}, {frames}); received shape {tuple(v.shape)}.")
 
-    def embed(self, b, frames, logsnr, text, aug_logsnr, guidance):
+    def embed(self, b, frames, logsnr, text, aug_logsnr, guidance, video_mask=None):
         """Per-frame conditioning vector ``(B*T, E)`` (SiLU applied) and the text context."""
         e = self.logsnr_emb(self._per_frame(logsnr, b, frames, "logsnr"))
         cfg = self.config
+        if self.frame_emb is not None and frames > 1:
+            phase = torch.arange(frames, device=e.device, dtype=torch.float32) / (frames - 1)
+            fe = self.frame_emb(phase).repeat(b, 1)  # (B*T, E): items are frame-major blocks
+            if video_mask is not None:  # packed images are independent frames: no phase
+                fe = fe * video_mask.to(fe.dtype).repeat_interleave(frames)[:, None]
+            e = e + fe
         if cfg.aug_cond:
             if aug_logsnr is None:
                 raise ValueError("This stage is conditioned on a noise-augmentation level: pass aug_logsnr.")
@@ -173,12 +182,12 @@ class VideoUNet(nn.Module):
         self._check_inputs(z, cond)
         b, _, frames, h, w = z.shape
         dt = self.conv_in.weight.dtype
-        emb, ctx = self.embed(b, frames, logsnr, text, aug_logsnr, guidance)
+        vm = None if video_mask is None else torch.as_tensor(video_mask, device=z.device)
+        emb, ctx = self.embed(b, frames, logsnr, text, aug_logsnr, guidance, vm)
         x = z if cond is None else torch.cat([z, cond.to(z)], dim=1)
         x = x.to(dt).transpose(1, 2).reshape(b * frames, -1, h, w)  # (B*T, C, H, W)
         if cfg.patch_size > 1:
             x = F.pixel_unshuffle(x, cfg.patch_size)
-        vm = None if video_mask is None else torch.as_tensor(video_mask, device=x.device)
 
         x = self.conv_in(x)
         skips = []

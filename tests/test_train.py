@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,21 @@ def test_init_from_starts_a_run_from_a_stage_file(tmp_path):
     other = train_cfg(tmp_path / "c", "ssr", init_from=str(tmp_path / "a" / "base" / "stage.safetensors"))
     with pytest.raises(ValueError, match="same role and U-Net configuration"):
         Trainer(other, encoder=TinyEncoder())
+
+
+def test_init_from_may_add_a_frame_phase_embedding(tmp_path):
+    Trainer(train_cfg(tmp_path / "a"), encoder=TinyEncoder()).run(steps=2)
+    src = load_stage(tmp_path / "a" / "base" / "stage.safetensors")
+    s = stage_cfg("base")
+    phased = s.replace(unet=replace(s.unet, frame_phase=True))
+    cfg = train_cfg(tmp_path / "b", stage=phased, init_from=str(tmp_path / "a" / "base" / "stage.safetensors"))
+    tr = Trainer(cfg, encoder=TinyEncoder())
+    for k, v in src.net.state_dict().items():
+        assert torch.equal(tr.net.state_dict()[k], v)
+    assert not tr.net.frame_emb.mlp[2].weight.any()  # the new embedding starts as a no-op
+    tr.run(steps=2)
+    assert tr.net.frame_emb.mlp[2].weight.any()  # and it learns
+    assert load_stage(tr.out / "stage.safetensors").config.unet.frame_phase
 
 
 def test_overfit_one_batch_learns(tmp_path):

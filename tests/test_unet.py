@@ -238,3 +238,25 @@ def test_unpatched_config_from_an_older_file_loads_with_patch_size_one():
     d = CFG.to_dict()
     d.pop("patch_size")
     assert UNetConfig.from_dict(d).patch_size == 1
+
+
+def test_frame_phase_tells_frames_apart_starts_as_a_no_op_and_leaves_images_alone():
+    cfg = UNetConfig(**{**CFG.to_dict(), "frame_phase": True})
+    net = VideoUNet(cfg).eval()
+    with torch.no_grad():
+        for n, p in net.named_parameters():  # random weights, except the phase's zero-initialised output
+            if not n.startswith("frame_emb.mlp.2"):
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(n))) * 0.2)
+        plain = VideoUNet(CFG).eval()
+        plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("frame_emb.")})
+        z = torch.randn(1, 3, 1, 8, 8).repeat(1, 1, 5, 1, 1)  # five identical frames
+        assert torch.allclose(net(z, torch.zeros(1), text=txt(1)), plain(z, torch.zeros(1), text=txt(1)), atol=1e-6)
+        net.frame_emb.mlp[2].weight.normal_(0, 0.2)
+        out = net(z, torch.zeros(1), text=txt(1))
+        assert not torch.allclose(out[:, :, 0], out[:, :, 4], atol=1e-4)  # the phase separates equal frames
+        images = net(z, torch.zeros(1), text=txt(1), video_mask=torch.zeros(1))
+        assert torch.allclose(images, plain(z, torch.zeros(1), text=txt(1), video_mask=torch.zeros(1)), atol=1e-6)
+        assert net(torch.randn(1, 3, 7, 8, 8), torch.zeros(1), text=txt(1)).shape[2] == 7  # any frame count
+    d = CFG.to_dict()
+    d.pop("frame_phase")
+    assert UNetConfig.from_dict(d).frame_phase is False  # files from before the option load as they were
