@@ -61,6 +61,9 @@ class UNetConfig:
     # prediction at high noise cannot move ("a circle crossing to the right"); the phase is defined
     # for any frame count, so the stage still runs on other window lengths
     frame_phase: bool = False
+    # heads of a learned attention pooling of the text tokens, added to the mean-pooled text vector
+    # in the conditioning vector (0: mean pooling only, as before)
+    text_attn_pool: int = 0
 
     def __post_init__(self) -> None:
         n = len(self.channels)
@@ -90,6 +93,12 @@ class UNetConfig:
             raise ValueError(f"UNetConfig.patch_size must be a positive integer; received {self.patch_size}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); received {self.dropout}.")
+        if (
+            int(self.text_attn_pool) != self.text_attn_pool
+            or self.text_attn_pool < 0
+            or (self.text_attn_pool and not self.text_dim)
+        ):
+            raise ValueError(f"text_attn_pool is a number of heads >= 0 and needs text_dim > 0; received {self.text_attn_pool}.")
         if self.rel_pos_buckets < 4 or self.rel_pos_max_distance < 2:
             raise ValueError("rel_pos_buckets must be >= 4 and rel_pos_max_distance >= 2.")
 

@@ -49,6 +49,7 @@ def demo_stage_config(role: str) -> StageConfig:
             norm_groups=8,
             patch_size=2,
             frame_phase=True,
+            text_attn_pool=4,
         )
         return StageConfig(
             role="base",

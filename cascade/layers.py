@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "AttentionPool",
     "CrossAttention",
     "Downsample",
     "FeedForward",
@@ -202,6 +203,31 @@ class CrossAttention(nn.Module):
         v = v.reshape(n, -1, self.heads, hd).transpose(1, 2)
         o = attention(q, k, v, mask).transpose(1, 2).reshape(n, length, c)
         return tok + self.out(o)
+
+
+class AttentionPool(nn.Module):
+    """Pooling of the text tokens by attention from learned queries, one per head (Imagen's
+    alternative to mean pooling for the global conditioning vector): a head can pick out one word
+    (a direction, a speed) that a mean over all tokens blurs. The MLP's last layer is
+    zero-initialised, so it starts as a no-op next to the mean-pooled path."""
+
+    def __init__(self, text_dim: int, out_dim: int, heads: int, head_dim: int = 32):
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        self.norm = LayerNorm32(text_dim)
+        self.query = nn.Parameter(torch.randn(heads, head_dim) * 0.02)
+        self.kv = nn.Linear(text_dim, 2 * heads * head_dim)
+        self.out = nn.Sequential(nn.Linear(heads * head_dim, out_dim), nn.SiLU(), zero_init(nn.Linear(out_dim, out_dim)))
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n, length, _ = tokens.shape
+        k, v = self.kv(self.norm(tokens.to(self.kv.weight.dtype))).reshape(n, length, 2, self.heads, self.head_dim).unbind(2)
+        logits = torch.einsum("nlhd,hd->nhl", k, self.query.to(k.dtype)) * self.head_dim**-0.5
+        valid = mask.bool()
+        valid = valid | ~valid.any(dim=1, keepdim=True)  # a row without tokens (null text) attends to all
+        w = logits.masked_fill(~valid[:, None], float("-inf")).softmax(dim=-1)
+        pooled = torch.einsum("nhl,nlhd->nhd", w, v).reshape(n, self.heads * self.head_dim)
+        return self.out(pooled).float()
 
 
 class FeedForward(nn.Module):

@@ -291,9 +291,11 @@ class Trainer:
 
         src = load_stage(path)
         s = self.cfg.stage
-        # the one architectural addition a fine-tune may make: a frame-phase embedding (zero-initialised)
-        adds_phase = s.unet.frame_phase and not src.config.unet.frame_phase
-        same = replace(src.config.unet, frame_phase=s.unet.frame_phase) == s.unet
+        # the architectural additions a fine-tune may make: modules that start as no-ops (zero-initialised
+        # outputs), a frame-phase embedding and an attention pooling of the text
+        additions = {"frame_phase": "frame_emb.", "text_attn_pool": "attn_pool."}
+        added = [pre for f, pre in additions.items() if getattr(s.unet, f) and not getattr(src.config.unet, f)]
+        same = replace(src.config.unet, **{f: getattr(s.unet, f) for f in additions}) == s.unet
         if src.config.role != s.role or not same:
             raise ValueError(
                 f"--init-from {path} is a {src.config.describe()} with a different network than the {s.role} stage being "
@@ -302,9 +304,9 @@ class Trainer:
         if src.config.is_distilled:
             raise ValueError(f"--init-from {path} is a distilled student; start from the undistilled stage.")
         sd = src.net.state_dict()
-        if adds_phase:
-            sd.update({k: v for k, v in self.net.state_dict().items() if k.startswith("frame_emb.")})
-            log.info("adding a frame-phase embedding (zero-initialised) to the weights of %s", path)
+        for pre in added:
+            sd.update({k: v for k, v in self.net.state_dict().items() if k.startswith(pre)})
+            log.info("adding %s* (zero-initialised output) to the weights of %s", pre, path)
         self.net.load_state_dict(sd)
         self.ema.load_state_dict(sd)
         log.info("initialised from %s (%s)", path, src.config.notes or src.config.name)

@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import UNetConfig
 from .layers import (
+    AttentionPool,
     Downsample,
     GroupNorm32,
     LayerNorm32,
@@ -88,6 +89,7 @@ class VideoUNet(nn.Module):
         if cfg.text_dim:
             self.text_pool = nn.Sequential(LayerNorm32(cfg.text_dim), nn.Linear(cfg.text_dim, e), nn.SiLU(), nn.Linear(e, e))
             self.null_pooled = nn.Parameter(torch.zeros(e))
+        self.attn_pool = AttentionPool(cfg.text_dim, e, cfg.text_attn_pool) if cfg.text_attn_pool else None
 
         p2 = cfg.patch_size**2
         self.conv_in = nn.Conv2d((cfg.in_channels + cfg.cond_channels) * p2, ch[0], 3, padding=1)
@@ -158,6 +160,8 @@ class VideoUNet(nn.Module):
                 raise ValueError(f"Text batch {text.batch} must equal the video batch {b} (or B*T = {b * frames}).")
             dt = self.conv_in.weight.dtype
             pooled = self.text_pool(text.pooled.to(e.device, dt)).float()
+            if self.attn_pool is not None:
+                pooled = pooled + self.attn_pool(text.tokens.to(e.device, dt), text.mask.to(e.device))
             pooled = torch.where(text.is_null.to(e.device)[:, None], self.null_pooled.float()[None], pooled)
             e = e + (pooled.repeat_interleave(frames, 0) if text.batch == b else pooled)
             ctx = (text.tokens.to(e.device, dt), text.mask.to(e.device))

@@ -260,3 +260,28 @@ def test_frame_phase_tells_frames_apart_starts_as_a_no_op_and_leaves_images_alon
     d = CFG.to_dict()
     d.pop("frame_phase")
     assert UNetConfig.from_dict(d).frame_phase is False  # files from before the option load as they were
+
+
+def test_attention_pool_starts_as_a_no_op_then_sees_single_words_and_handles_null_text():
+    from cascade.layers import AttentionPool
+
+    pool = AttentionPool(text_dim=8, out_dim=16, heads=2, head_dim=4)
+    tok, mask = torch.randn(3, 5, 8), torch.ones(3, 5, dtype=torch.bool)
+    assert torch.equal(pool(tok, mask), torch.zeros(3, 16))  # zero-initialised output layer
+    torch.nn.init.normal_(pool.out[2].weight, std=0.5)
+    base = pool(tok, mask)
+    changed = tok.clone()
+    changed[:, 3] = torch.randn(3, 8)  # one word differs
+    assert (pool(changed, mask) - base).abs().max() > 1e-3
+    masked = mask.clone()
+    masked[:, 3] = False  # a padded token does not count, whatever it holds
+    assert torch.allclose(pool(changed, masked), pool(tok, masked), atol=1e-6)
+    assert torch.isfinite(pool(tok, torch.zeros(3, 5, dtype=torch.bool))).all()  # no token at all: defined
+    cfg = UNetConfig(**{**CFG.to_dict(), "text_attn_pool": 2})
+    net = VideoUNet(cfg)
+    plain = VideoUNet(CFG)
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("attn_pool.")})
+    z = torch.randn(1, 3, 2, 8, 8)
+    assert torch.allclose(net(z, torch.zeros(1), text=txt(1)), plain(z, torch.zeros(1), text=txt(1)), atol=1e-6)
+    with pytest.raises(ValueError, match="text_attn_pool"):
+        UNetConfig(**{**CFG.to_dict(), "text_attn_pool": 2, "text_dim": 0, "cross_attn": (False, False)})
