@@ -33,8 +33,8 @@ def main() -> int:
     p.add_argument(
         "--paths",
         nargs="+",
-        default=["crossing", "torus"],
-        choices=["crossing", "torus"],
+        default=list(binding.CLIP_PATHS),
+        choices=binding.CLIP_PATHS,
         help="clip paths: the shape crosses the frame in its direction (most training clips), or starts anywhere",
     )
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "text_binding.md"))

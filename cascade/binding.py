@@ -39,6 +39,7 @@ __all__ = [
     "band_summary",
     "stage_denoiser",
     "swap",
+    "CLIP_PATHS",
     "fixed_clips",
 ]
 
@@ -64,6 +65,9 @@ def swap(attrs: Attributes, which: str) -> Attributes:
     raise ValueError(f"Unknown attribute {which!r}; expected one of {ATTRIBUTES}.")
 
 
+CLIP_PATHS = ("crossing", "torus")  # how a diagnostic clip's shape moves: across the frame, or from anywhere
+
+
 def fixed_clips(
     n: int, *, frames: int, size: int, frame_step: int, seed: int = 0, path: str = "crossing"
 ) -> tuple[torch.Tensor, list[Attributes]]:
@@ -71,7 +75,7 @@ def fixed_clips(
     over the pool (every colour, shape, direction and speed appears when n >= 24). ``path``:
     ``"crossing"`` (the shape crosses the frame in its direction, as most training clips do) or
     ``"torus"`` (it starts anywhere: the direction is then visible only in the motion itself)."""
-    if path not in ("crossing", "torus"):
+    if path not in CLIP_PATHS:
         raise ValueError(f"path must be 'crossing' or 'torus'; received {path!r}.")
     pool = all_attributes("train")
     rng = np.random.default_rng([seed, 4242])
@@ -80,7 +84,7 @@ def fixed_clips(
     clips = []
     for i, a in enumerate(attrs):
         rng = np.random.default_rng([seed, i, 77])
-        start = crossing_start(a, frames=(frames - 1) * frame_step + 1, rng=rng) if path == "crossing" else None
+        start = crossing_start(a, frames=frames, frame_step=frame_step, rng=rng) if path == "crossing" else None
         clips.append(render_clip(a, frames=frames, size=size, rng=rng, frame_step=frame_step, start=start))
     x = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
     return x, attrs

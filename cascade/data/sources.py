@@ -65,8 +65,7 @@ class ShapesSource:
         if self.crossing > 0:  # a stream of its own: crossing=0 renders exactly the clips it always did
             path_rng = _rng(self.seed, index, 2)
             if path_rng.random() < self.crossing:
-                # the path spans the clip's reference frames, whatever rate it is rendered at
-                start = crossing_start(attrs, frames=(n - 1) * frame_step + 1, rng=path_rng)
+                start = crossing_start(attrs, frames=n, frame_step=frame_step, rng=path_rng)
         video = render_clip(attrs, frames=n, size=size or self.size, rng=rng, frame_step=frame_step, start=start)
         return video, text
 
