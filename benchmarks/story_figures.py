@@ -35,6 +35,7 @@ from memory import peak_mb, reset_peak  # noqa: E402
 
 from cascade.data.detector import detect  # noqa: E402
 from cascade.data.shapes import COLOURS, DIRECTIONS, SHAPES, SPEEDS  # noqa: E402
+from cascade.frames import video_to_frames  # noqa: E402
 from cascade.story import StoryOptions, parse_story, plan_windows, run_story  # noqa: E402
 
 
@@ -75,7 +76,7 @@ def child(story_path: str, scenes_limit: int, fast: bool, out: str) -> dict:
 
         def sink(frames, scene):
             nonlocal last
-            f = ((frames[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)  # (n, H, W, 3)
+            f = video_to_frames(frames)  # (n, H, W, 3)
             w.write(f)
             seq = f if last is None else torch.cat([last, f])
             diffs.extend((seq[1:] - seq[:-1]).abs().mean(dim=(1, 2, 3)).tolist())

@@ -30,49 +30,68 @@ def _setup(verbose: bool) -> None:
 # --- train ----------------------------------------------------------------------------------------
 
 
+def add_config_args(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> list[str]:
+    """One flag per field of the configuration dataclass ``cls`` (``--snake-case`` from the field
+    name, its type, help and choices from the field's metadata), defaulting to None so that only
+    what the user gives overrides the recipe. Returns the field names."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    names = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.metadata.get("cli", True):
+            continue
+        kind = hints[f.name]
+        args = [t for t in typing.get_args(kind) if t is not type(None)]
+        if typing.get_origin(kind) in (typing.Union, __import__("types").UnionType):
+            kind = args[0]
+        kw: dict = {"default": None, "help": f.metadata.get("help", "")}
+        if f.default is not dataclasses.MISSING and f.default not in (None, "") and f.metadata.get("show_default", True):
+            shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+            kw["help"] += f" (library default {shown})"
+        if kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            kw["type"] = lambda text, _t=item: tuple(_t(x) for x in text.split(","))
+            kw["metavar"] = "A,B,..."
+        elif kind in (int, float, str):
+            kw["type"] = kind
+        else:
+            continue
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        if f.metadata.get("cli_required"):
+            kw["required"] = True
+        p.add_argument("--" + f.name.replace("_", "-"), **kw)
+        names.append(f.name)
+    return names
+
+
+def given(a: argparse.Namespace, names: list[str]) -> dict:
+    return {k: getattr(a, k) for k in names if getattr(a, k) is not None}
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from .config import StageConfig
     from .demo import demo_train_config
-    from .train import Trainer, overfit_one_batch
+    from .train import TrainConfig, Trainer, overfit_one_batch
 
-    overrides = {
-        k: getattr(a, k)
-        for k in (
-            "data",
-            "images",
-            "out",
-            "steps",
-            "batch",
-            "lr",
-            "warmup",
-            "seed",
-            "mixed_precision",
-            "checkpoint_every",
-            "sample_every",
-            "binding_every",
-            "log_every",
-            "image_fraction",
-            "clip_frames",
-            "crop",
-            "frame_skip",
-            "text_encoder",
-            "min_snr_gamma",
-            "init_from",
-            "lr_decay",
-        )
-    }
-    overrides["grad_checkpointing"] = a.grad_checkpointing or None
-    if a.continuation_mix:
-        overrides["continuation_mix"] = tuple(float(x) for x in a.continuation_mix.split(","))
-    if a.config:
+    overrides = given(a, a.config_fields)
+    if a.config:  # your own stage: the library's defaults and your flags (the demo recipe is for the demo stages)
         stage = StageConfig.from_dict(json.loads(Path(a.config).read_text()))
         if stage.role != a.stage:
             raise SystemExit(f"--config describes a {stage.role} stage but --stage is {a.stage}.")
-        overrides["stage"] = stage
-    cfg = demo_train_config(a.stage, **overrides)
-    if a.schedule_shift is not None:
-        sched = cfg.stage.schedule.__class__(cfg.stage.schedule.logsnr_min, cfg.stage.schedule.logsnr_max, a.schedule_shift)
-        cfg = dataclasses.replace(cfg, stage=cfg.stage.replace(schedule=sched))
+        if a.schedule_shift is not None:
+            stage = stage.replace(
+                schedule=stage.schedule.__class__(stage.schedule.logsnr_min, stage.schedule.logsnr_max, a.schedule_shift)
+            )
+        cfg = TrainConfig(stage=stage, **overrides)
+    else:  # the demo stage of --stage with its recipe (cascade.demo), your flags on top
+        cfg = demo_train_config(a.stage, **overrides)
+        if a.schedule_shift is not None:
+            sched = cfg.stage.schedule.__class__(cfg.stage.schedule.logsnr_min, cfg.stage.schedule.logsnr_max, a.schedule_shift)
+            cfg = dataclasses.replace(cfg, stage=cfg.stage.replace(schedule=sched))
     if a.overfit_one_batch:
         r = overfit_one_batch(cfg, steps=a.overfit_steps)
         verdict = "the stage learns" if r["ratio"] > 1.5 else "the loss barely moved: check data, lr and config"
@@ -94,48 +113,24 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def add_train(sub) -> None:
+    from .roles import role_names
+    from .train import TrainConfig
+
     p = sub.add_parser("train", help="train a stage (base, ssr or tsr); resumes from --out if it holds a state")
-    p.add_argument("--stage", required=True, choices=["base", "ssr", "tsr"])
-    p.add_argument("--config", help="stage configuration JSON (default: the demo configuration of --stage)")
-    p.add_argument("--data", help="'shapes' (procedural, default) or a folder of captioned videos")
-    p.add_argument("--images", help="a folder of captioned images for joint image-video training")
-    p.add_argument("--out", help="output folder (state.safetensors, stage.safetensors, log.jsonl, samples/)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--warmup", type=int)
+    p.add_argument("--stage", required=True, choices=list(role_names()))
     p.add_argument(
-        "--lr-decay", choices=["constant", "cosine"], help="after warm-up: constant (default) or cosine to 0 at --steps"
+        "--config",
+        help="stage configuration JSON; trains with the library's defaults and your flags "
+        "(without it: the demo configuration of --stage and its recipe)",
     )
-    p.add_argument("--seed", type=int)
-    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument(
-        "--binding-every",
-        type=int,
-        help="base: log the fast text-binding diagnostic (z of each word, log-SNR -8..-5) every N steps",
-    )
-    p.add_argument("--sample-every", type=int)
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--image-fraction", type=float)
-    p.add_argument("--clip-frames", type=int)
-    p.add_argument("--crop", type=int)
-    p.add_argument("--frame-skip", type=int)
-    p.add_argument("--text-encoder", help="'minilm' (default), a HF folder or a T5 .safetensors (with a tokenizer next to it)")
-    p.add_argument("--min-snr-gamma", type=float)
-    p.add_argument("--grad-checkpointing", action="store_true")
-    p.add_argument("--init-from", help="start a new run from the weights of this stage file (same role and network)")
     p.add_argument(
         "--schedule-shift",
         type=float,
-        help="log-SNR shift of the noise schedule (<= 0; more noise for videos, e.g. -5 for the demo base; default: the stage recipe's, 0)",
-    )
-    p.add_argument(
-        "--continuation-mix", help="base with continuation: fractions none,prefix,first+last,sparse (e.g. 0.75,0.15,0.05,0.05)"
+        help="log-SNR shift of the noise schedule (<= 0; more noise for videos, e.g. -5 for the demo base; default: the stage's)",
     )
     p.add_argument("--overfit-one-batch", action="store_true", help="sanity mode: show within a minute that the stage can learn")
     p.add_argument("--overfit-steps", type=int, default=120)
-    p.set_defaults(fn=cmd_train)
+    p.set_defaults(fn=cmd_train, config_fields=add_config_args(p, TrainConfig, skip=("stage",)))
 
 
 # --- generate -------------------------------------------------------------------------------------
@@ -154,7 +149,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
         if steps:
             cascade.options[role] = replace(cascade.options[role], steps=steps)
     if a.guidance is not None:
-        cascade.options["base"] = replace(cascade.options["base"], guidance=a.guidance)
+        cascade.options["base"] = cascade.options["base"].with_w(a.guidance)
     bars: dict = {}
 
     def progress(stage, done, total):
@@ -191,56 +186,16 @@ def add_generate(sub) -> None:
 def cmd_distill(a: argparse.Namespace) -> int:
     from .distill import DistillConfig, distill
 
-    kw = {
-        k: getattr(a, k)
-        for k in (
-            "teacher",
-            "out",
-            "data",
-            "w_min",
-            "w_max",
-            "teacher_steps",
-            "target_steps",
-            "guided_steps",
-            "steps_per_round",
-            "batch",
-            "lr",
-            "frame_skip",
-            "clip_frames",
-            "crop",
-            "image_fraction",
-            "seed",
-            "mixed_precision",
-            "text_encoder",
-        )
-        if getattr(a, k) is not None
-    }
-    for path in distill(DistillConfig(**kw)):
+    for path in distill(DistillConfig(**given(a, a.config_fields))):
         print(f"wrote {path}")
     return 0
 
 
 def add_distill(sub) -> None:
+    from .distill import DistillConfig
+
     p = sub.add_parser("distill", help="guided + progressive distillation of a stage (stage 1: absorb CFG; stage 2: halve steps)")
-    p.add_argument("--teacher", required=True, help="the undistilled stage file")
-    p.add_argument("--out", required=True)
-    p.add_argument("--data")
-    p.add_argument("--w-min", type=float)
-    p.add_argument("--w-max", type=float)
-    p.add_argument("--teacher-steps", type=int, help="the sampling grid progressive distillation starts from (e.g. 64)")
-    p.add_argument("--target-steps", type=int, help="halve down to this many steps (8; or 4, 2, 1)")
-    p.add_argument("--guided-steps", type=int, help="optimiser steps of stage 1 (guidance distillation)")
-    p.add_argument("--steps-per-round", type=int, help="optimiser steps per halving round")
-    p.add_argument("--batch", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--frame-skip", type=int, help="frame skip of the training clips (default: the demo recipe's, base 2, SR 1)")
-    p.add_argument("--clip-frames", type=int)
-    p.add_argument("--crop", type=int)
-    p.add_argument("--image-fraction", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
-    p.add_argument("--text-encoder")
-    p.set_defaults(fn=cmd_distill)
+    p.set_defaults(fn=cmd_distill, config_fields=add_config_args(p, DistillConfig))
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
@@ -294,6 +249,8 @@ def cmd_story(a: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from .frames import video_to_frames
+    from .roles import output_fps
     from .run import load_demo_cascade
     from .story import StoryOptions, parse_story, run_story
     from .video_io import VideoWriter
@@ -301,17 +258,17 @@ def cmd_story(a: argparse.Namespace) -> int:
     text = Path(a.story).read_text() if Path(a.story).is_file() else a.story
     cascade = load_demo_cascade(a.models, fast=a.fast)
     base_fps = cascade.base.config.fps
-    out_fps = base_fps * (1 if a.base_only else cascade.tsr.config.temporal_factor)
+    out_fps = base_fps if a.base_only else output_fps(cascade.tsr.config, base_fps)
     scenes = parse_story(text, fps=base_fps, default_seconds=a.seconds)
     total = sum(s.frames for s in scenes)
     print(f"{len(scenes)} scenes, {total} base frames = {total / base_fps:.1f} s at {out_fps:g} fps")
     opts = StoryOptions(context=a.context, transition=a.transition, transition_frames=a.transition_frames)
-    bar = tqdm(total=total * (1 if a.base_only else cascade.tsr.config.temporal_factor), unit="frame", desc="story")
+    bar = tqdm(total=round(total * out_fps / base_fps), unit="frame", desc="story")
     t0 = time.time()
     with VideoWriter(a.output, out_fps) as writer:
 
         def sink(frames, scene):
-            writer.write(((frames[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1))
+            writer.write(video_to_frames(frames))
             bar.update(frames.shape[2])
 
         r = run_story(
@@ -323,6 +280,7 @@ def cmd_story(a: argparse.Namespace) -> int:
             options=cascade.options,
             story=opts,
             sink=sink,
+            seed=a.seed,
         )
     bar.close()
     print(f"wrote {a.output}: {writer.frames_written} frames in {time.time() - t0:.0f}s")
@@ -341,6 +299,7 @@ def add_story(sub) -> None:
     p.add_argument("--transition", choices=["cut", "blend"], default="cut")
     p.add_argument("--transition-frames", type=int, default=4)
     p.add_argument("--base-only", action="store_true", help="write the base frames only (no TSR / SSR)")
+    p.add_argument("--seed", type=int, default=0, help="the story's seed: the same seed and story give the same video")
     p.add_argument("--models", help="folder with the stage files (default: the pack's models/imagen_video)")
     p.add_argument("--report", help="write timing per scene as JSON")
     p.set_defaults(fn=cmd_story)

@@ -13,13 +13,9 @@ from typing import Any
 
 from .schedule import CosineSchedule
 
-__all__ = ["ROLES", "DistillationInfo", "StageConfig", "UNetConfig", "FORMAT_VERSION"]
+__all__ = ["DistillationInfo", "StageConfig", "UNetConfig", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
-ROLES = ("base", "ssr", "tsr")
-# conditioning channels each role concatenates to its noisy input
-ROLE_COND_CHANNELS = {"ssr": 3, "tsr": 4}
-BASE_CONTINUATION_CHANNELS = 4  # known frames (3) + known-frame mask (1)
 
 
 def _levels(name: str, value, n: int) -> tuple:
@@ -153,7 +149,7 @@ class StageConfig:
     """A cascade stage. ``frames``/``height``/``width`` are the native *output* size it was trained at
     (SR stages accept any size); ``spatial_factor`` / ``temporal_factor`` are SSR / TSR factors."""
 
-    role: str
+    role: str  # a registered role (cascade.roles): base, ssr, tsr, or one a plug-in registers
     unet: UNetConfig
     frames: int = 16
     height: int = 32
@@ -172,26 +168,14 @@ class StageConfig:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise ValueError(f"Unknown stage role {self.role!r}; expected one of {ROLES}.")
+        from .roles import get_role
+
+        role = get_role(self.role)  # an unknown role is refused here, naming the known ones
         if self.parameterization != "v":
             raise ValueError(
                 f"Only v-prediction is supported (every Imagen Video stage uses it); received {self.parameterization!r}."
             )
-        expected = ROLE_COND_CHANNELS.get(self.role, BASE_CONTINUATION_CHANNELS if self.continuation else 0)
-        if self.unet.cond_channels != expected:
-            raise ValueError(
-                f"A {self.role} stage{' with continuation' if self.continuation else ''} needs "
-                f"unet.cond_channels={expected}; received {self.unet.cond_channels}."
-            )
-        if self.continuation and self.role != "base":
-            raise ValueError("continuation (known-frame channels) is a base-stage option.")
-        if self.role == "ssr" and not self.spatial_factor > 1:
-            raise ValueError(f"An SSR stage needs spatial_factor > 1; received {self.spatial_factor}.")
-        if self.role == "tsr" and not (isinstance(self.temporal_factor, int) and self.temporal_factor >= 2):
-            raise ValueError(f"A TSR stage needs an integer temporal_factor >= 2; received {self.temporal_factor}.")
-        if self.role != "base" and not self.unet.aug_cond:
-            raise ValueError("SR stages are conditioned on their noise-augmentation level: set unet.aug_cond=True.")
+        role.validate(self)
         if self.text_dim != self.unet.text_dim:
             raise ValueError(f"StageConfig.text_dim ({self.text_dim}) must equal unet.text_dim ({self.unet.text_dim}).")
         if self.frames < 1 or self.height < 1 or self.width < 1 or not self.fps > 0:
@@ -207,7 +191,9 @@ class StageConfig:
         return self.distillation is not None
 
     def describe(self) -> str:
-        what = {"base": "base", "ssr": f"SSR x{self.spatial_factor:g}", "tsr": f"TSR x{self.temporal_factor}"}[self.role]
+        from .roles import get_role
+
+        what = get_role(self.role).describe(self)
         d = f", distilled to {'/'.join(map(str, self.distillation.steps))} steps" if self.distillation else ""
         return f"{what} ({self.frames}f {self.width}x{self.height} @ {self.fps:g} fps{d})"
 

@@ -160,17 +160,31 @@ def sample_aug_logsnr(
     return schedule.unshifted.logsnr(t.cpu())
 
 
-def augment_condition(cond: torch.Tensor, logsnr_aug: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``c_aug = alpha * c + sigma * eps`` at the given per-sample log-SNR (``(B,)`` or scalar).
+def augment_condition(
+    cond: torch.Tensor,
+    logsnr_aug: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``c_aug = alpha * c + sigma * eps`` at the given per-sample log-SNR (``(B,)`` or scalar): the
+    one noise conditioning augmentation of training and sampling.
 
-    The network receives ``logsnr_aug`` as conditioning, so it knows how corrupted its input is.
+    ``eps`` is ``noise`` when given (sampling: per-frame seeded noise), else drawn from
+    ``generator`` (training). The network receives ``logsnr_aug`` as conditioning, so it knows how
+    corrupted its input is.
     """
     logsnr_aug = torch.as_tensor(logsnr_aug, dtype=torch.float32)
     a, s = alpha_sigma(logsnr_aug)
     a, s = _bcast(a, cond).to(cond.dtype), _bcast(s, cond).to(cond.dtype)
-    dev = generator.device if generator is not None else "cpu"
-    eps = torch.randn(cond.shape, generator=generator, device=dev, dtype=torch.float32).to(cond)
-    return a * cond + s * eps
+    if noise is None:
+        dev = generator.device if generator is not None else "cpu"
+        noise = torch.randn(cond.shape, generator=generator, device=dev, dtype=torch.float32)
+    elif tuple(noise.shape) != tuple(cond.shape):
+        raise ValueError(
+            f"The augmentation noise must have the video's shape {tuple(cond.shape)}; received {tuple(noise.shape)}."
+        )
+    return a * cond + s * noise.to(cond)
 
 
 # --- progressive distillation target (spec §1.12) -----------------------------------------------

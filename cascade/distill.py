@@ -26,9 +26,19 @@ import torch
 from .checkpoint import read_stage_config
 from .config import DistillationInfo
 from .diffusion import VDenoiser, distillation_target, sample_aug_logsnr
+from .guidance import ClassifierFreeGuidance
 from .stage import Stage, load_stage
 from .text import TextEmbedding, load_text_encoder
-from .train import TrainConfig, build_batch, conditioning_for, flatten_captions
+from .train import (
+    Optimiser,
+    RunConfig,
+    TrainConfig,
+    build_batch,
+    conditioning_for,
+    default_frame_skip,
+    flatten_captions,
+    setting,
+)
 from .unet import VideoUNet
 
 __all__ = ["DistillConfig", "distill", "guided_student_from", "round_schedule"]
@@ -36,30 +46,29 @@ __all__ = ["DistillConfig", "distill", "guided_student_from", "round_schedule"]
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class DistillConfig:
-    teacher: str
-    out: str = "runs/distill"
-    data: str = "shapes"
-    w_min: float = 0.0
-    w_max: float = 8.0
-    teacher_steps: int = 64  # the grid stage 2 starts from (the teacher's sampling steps)
-    target_steps: int = 8  # halve down to this; students of every round are written
-    guided_steps: int = 400  # optimiser steps of stage 1
-    steps_per_round: int = 300
-    batch: int = 8
-    lr: float = 1e-4
-    grad_clip: float = 1.0
-    frame_skip: int | None = None  # None: the demo training recipe's for the teacher's role (base 2, SR 1)
-    clip_frames: int = 0
-    crop: int = 0
-    image_fraction: float = 0.0
-    seed: int = 0
-    mixed_precision: str = "no"
-    text_encoder: str = "minilm"
-    log_every: int = 20
+@dataclass(kw_only=True)
+class DistillConfig(RunConfig):
+    """Guided progressive distillation of a teacher stage file; data and optimiser fields are
+    :class:`~cascade.train.RunConfig`'s (each round anneals the rate linearly to 0, Salimans & Ho)."""
+
+    teacher: str = setting("", "the undistilled stage file", cli_required=True)
+    out: str = setting("runs/distill", "output folder (a student file per round, log.jsonl)", cli_required=True)
+    w_min: float = setting(0.0, "smallest guidance weight w the student learns")
+    w_max: float = setting(8.0, "largest guidance weight w the student learns")
+    teacher_steps: int = setting(64, "the sampling grid progressive distillation starts from (e.g. 64)")
+    target_steps: int = setting(8, "halve down to this many steps (8; or 4, 2, 1); a student file is written per round")
+    guided_steps: int = setting(400, "optimiser steps of stage 1 (guidance distillation)")
+    steps_per_round: int = setting(300, "optimiser steps per halving round")
+    # the round schedule: no warm-up, a linear anneal to 0, Adam's usual beta2
+    lr: float = setting(1e-4, "learning rate at the start of each round")
+    warmup: int = setting(0, "linear warm-up steps of each round")
+    lr_decay: str = setting("linear", "learning-rate schedule of each round", choices=("constant", "cosine", "linear"))
+    adam_beta2: float = setting(0.999, "AdamW beta2")
 
     def __post_init__(self) -> None:
+        self.check_run()
+        if not self.teacher:
+            raise ValueError("DistillConfig needs the teacher's stage file (teacher=...).")
         if not 0 <= self.w_min <= self.w_max:
             raise ValueError(f"Need 0 <= w_min <= w_max; received {self.w_min}, {self.w_max}.")
         n = self.teacher_steps
@@ -108,11 +117,8 @@ class _Distiller:
             raise ValueError(
                 f"The teacher needs {tcfg.text_dim}-wide text; {self.encoder.encoder_id} is {self.encoder.width} wide."
             )
-        frame_skip = cfg.frame_skip
-        if frame_skip is None:  # distil on the clips the teacher was trained on
-            from .demo import demo_train_config
-
-            frame_skip = demo_train_config(tcfg.role).frame_skip
+        # distil on clips at the teacher's frame rate (the rate it was trained on)
+        frame_skip = cfg.frame_skip if cfg.frame_skip is not None else default_frame_skip(tcfg, cfg.data)
         self.data_cfg = TrainConfig(
             stage=tcfg,
             data=cfg.data,
@@ -149,20 +155,14 @@ class _Distiller:
 
     def _optimise(self, student: Stage, steps: int, loss_fn, tag: str) -> None:
         net = student.net.train().requires_grad_(True)
-        opt = torch.optim.Adam(net.parameters(), lr=self.cfg.lr)
-        model, opt = self.acc.prepare(net, opt)
+        optim = Optimiser(self.cfg, net, self.acc, steps)  # a fresh optimiser and schedule per round
+        optim.prepare()
         t0, losses = time.time(), []
         for step in range(steps):
-            lr = self.cfg.lr * (1 - step / max(1, steps))  # linear anneal to 0 within the round (Salimans & Ho)
-            for group in opt.param_groups:
-                group["lr"] = lr
             with self.acc.autocast():
-                loss = loss_fn(model, step)
-            self.acc.backward(loss)
-            if self.cfg.grad_clip:
-                self.acc.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+                loss = loss_fn(optim.model, step)
+            if not optim.step(loss, step):
+                log.warning("%s step %d: non-finite loss, skipping the update", tag, step + 1)
             losses.append(float(loss.detach()))
             if (step + 1) % self.cfg.log_every == 0 and self.acc.is_main_process:
                 rec = {
@@ -175,7 +175,7 @@ class _Distiller:
                 with open(self.out / "log.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 losses, t0 = [], time.time()
-        student.net = self.acc.unwrap_model(model).eval().requires_grad_(False)
+        student.net = self.acc.unwrap_model(optim.model).eval().requires_grad_(False)
 
     # -- stage 1 ----------------------------------------------------------------------------------
 
@@ -199,13 +199,8 @@ class _Distiller:
 
     def _guided_batch(self, den, x_t, s, text, w, kw):
         """Teacher guidance with a per-sample w (and per-frame text for packed images)."""
-        b = x_t.shape[0]
         null = TextEmbedding.null(text.batch, text.width, device=x_t.device) if text is not None else None
-        both = TextEmbedding.concat([text, null]) if text is not None else None
-        kw2 = {k: torch.cat([v, v]) for k, v in kw.items()}
-        x0 = den(torch.cat([x_t, x_t]), torch.cat([s, s]), text=both, **kw2)
-        wb = w.reshape(-1, 1, 1, 1, 1)
-        return x0[:b] + wb * (x0[:b] - x0[b:])
+        return ClassifierFreeGuidance(den, text, null, w)(x_t, s, **kw)
 
     # -- stage 2 ----------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from .conditioning import resize_video
 from .data.captions import phrase
 from .data.detector import detect
 from .data.shapes import HELD_OUT, Attributes, all_attributes, caption, render_clip
+from .frames import video_to_frames
 from .pipeline import SamplingOptions, generate, upsample_spatial, upsample_temporal
 from .run import DEFAULT_OPTIONS, FAST_OPTIONS
 from .stage import Stage, load_stage
@@ -105,7 +106,7 @@ def _score(videos: torch.Tensor, attrs: list[Attributes], frame_step: int) -> di
     hits = {k: 0 for k in ATTRS}
     all_ok = 0
     for v, a in zip(videos, attrs):
-        d = detect(((v.permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1).numpy(), frame_step=frame_step)
+        d = detect(video_to_frames(v).numpy(), frame_step=frame_step)
         ok = [x == y for x, y in zip(d.as_tuple(), a.as_tuple())]
         for k, o in zip(ATTRS, ok):
             hits[k] += o
@@ -236,14 +237,14 @@ class _Evaluator:
         for w in self.cfg.w_values:
             res[f"w={w:g}"] = {}
             for split in ("seen", "held_out"):
-                vids, attrs, seconds = self.split_videos("base", replace(DEFAULT_OPTIONS["base"], guidance=w), split)
+                vids, attrs, seconds = self.split_videos("base", DEFAULT_OPTIONS["base"].with_w(w), split)
                 res[f"w={w:g}"][split] = {**_score(vids, attrs, 2), "seconds": round(seconds, 1)}
-                if w == DEFAULT_OPTIONS["base"].guidance:
+                if w == DEFAULT_OPTIONS["base"].guidance.w:
                     self._save_grid(vids[:8], attrs[:8], f"base_{split}.png")
                 log.info("base w=%g %s: %s", w, split, res[f"w={w:g}"][split])
-            if w == DEFAULT_OPTIONS["base"].guidance:  # wording the model never saw, at the default guidance
+            if w == DEFAULT_OPTIONS["base"].guidance.w:  # wording the model never saw, at the default guidance
                 for split in PHRASING_SPLITS:
-                    vids, attrs, seconds = self.split_videos("base", replace(DEFAULT_OPTIONS["base"], guidance=w), split)
+                    vids, attrs, seconds = self.split_videos("base", DEFAULT_OPTIONS["base"].with_w(w), split)
                     res[f"w={w:g}"][split] = {**_score(vids, attrs, 2), "seconds": round(seconds, 1)}
                     log.info("base w=%g %s: %s", w, split, res[f"w={w:g}"][split])
         self.nfe["base teacher"] = DEFAULT_OPTIONS["base"].steps * 2
@@ -354,9 +355,9 @@ class _Evaluator:
             for i, chunk in self.batches(attrs):
                 text = self.text(chunk)
                 v = upsample_temporal(
-                    stages[1], base[i : i + len(chunk)], text, options=replace(opts["tsr"], seed=self.cfg.seed + i + 1)
+                    stages[1], base[i : i + len(chunk)], text, options=opts["tsr"].for_stage(self.cfg.seed + i, "tsr")
                 )
-                finals.append(upsample_spatial(stages[2], v, text, options=replace(opts["ssr"], seed=self.cfg.seed + i + 2)))
+                finals.append(upsample_spatial(stages[2], v, text, options=opts["ssr"].for_stage(self.cfg.seed + i, "ssr")))
             seconds += time.time() - t0
             final = torch.cat(finals)
             res[split] = {
@@ -386,8 +387,8 @@ class _Evaluator:
             t_opts = DEFAULT_OPTIONS[role]
             t_res, t_out = run(role, t_opts)
             s_res, s_out = run(f"{role}_distilled", FAST_OPTIONS[role])
-            nfe = (2 if t_opts.guidance else 1) * t_opts.steps
-            res[f"{role} teacher"] = {**t_res, "steps": t_opts.steps, "guidance": t_opts.guidance, "nfe_per_video": nfe}
+            nfe = (2 if t_opts.guidance.w else 1) * t_opts.steps
+            res[f"{role} teacher"] = {**t_res, "steps": t_opts.steps, "guidance": t_opts.guidance.w, "nfe_per_video": nfe}
             res[f"{role} student 8-step"] = {
                 **s_res,
                 "nfe_per_video": FAST_OPTIONS[role].steps,  # one evaluation per step
@@ -402,8 +403,8 @@ class _Evaluator:
         t_held, held, _ = self.split_videos("base", t_opts, "held_out")
         res["base teacher"] = {
             "steps": t_opts.steps,
-            "sampler": t_opts.sampler,
-            "nfe_per_video": (2 if t_opts.guidance else 1) * t_opts.steps,
+            "sampler": t_opts.sampler.name,
+            "nfe_per_video": (2 if t_opts.guidance.w else 1) * t_opts.steps,
             "seen": _score(t_seen, attrs, 2),
             "held_out": _score(t_held, held, 2),
         }
@@ -428,7 +429,7 @@ class _Evaluator:
             teacher_few = self.base_videos(teacher, attrs, replace(t_opts, steps=n), self.cfg.seed)
             row["teacher_ddim_same_steps"] = {
                 "seen": _score(teacher_few, attrs, 2),
-                "nfe_per_video": (2 if t_opts.guidance else 1) * n,
+                "nfe_per_video": (2 if t_opts.guidance.w else 1) * n,
                 "paired_psnr_vs_teacher": psnr((teacher_few + 1) / 2, (t_seen + 1) / 2),
             }
             res[f"base student {n}-step"] = row

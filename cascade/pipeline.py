@@ -1,41 +1,56 @@
 """Running stages: base generation, spatial and temporal super-resolution.
 
 Every function takes and returns videos ``(B, 3, T, H, W)`` in [-1, 1] and is deterministic in
-its ``seed``: noise is drawn per frame from a generator seeded by ``(seed, purpose, absolute frame
-index)``, so windows, tiles and chunked (streamed) runs share exactly the same noise.
+its ``seed`` (``cascade.seeds``: noise is drawn per frame from a generator seeded by ``(seed,
+purpose, absolute frame index)``, so windows, tiles, chunked runs and story windows share exactly
+the same noise). :func:`sample_stage` is the one sampling loop: every path (generate, SR, story
+windows, distilled students, the nodes) builds its condition through the stage's role
+(``cascade.roles``) and samples here, with the same guidance wrappers and noise rules.
 ``progress(done, total, preview)`` is called after every network evaluation (``preview`` is the
 current x0 prediction at the end of each step); raise from it to cancel.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
 
-from .conditioning import known_frames_condition, resize_video, tsr_condition, tsr_output_frames
-from .guidance import ClassifierFreeGuidance, Thresholding, oscillating_guidance
-from .samplers import get_sampler
+from .conditioning import resize_video, tsr_output_frames
+from .diffusion import augment_condition
+from .guidance import ClassifierFreeGuidance, FramePrompts, GuidanceOptions, PromptBlend
+from .roles import get_role, require_role
+from .samplers import Sampler
+from .seeds import SALT_AUG, SALT_INIT, SALT_REPLACE, SALT_STEP, frame_noise, stage_seed
 from .stage import Stage
 from .text import TextEmbedding
 from .windows import WindowedDenoiser
 
 __all__ = [
+    "MAX_OUTPUT_PIXELS",
     "SR_THRESHOLDING",
     "SamplingOptions",
+    "check_steps",
     "check_video_values",
     "frame_noise",
     "generate",
+    "sample_stage",
+    "spatial_output_size",
+    "stage_seed",
+    "transform",
+    "upsample",
     "upsample_spatial",
     "upsample_temporal",
 ]
 
+log = logging.getLogger(__name__)
+
 Progress = Callable[[int, int, "torch.Tensor | None"], None]
 
-_SALT_INIT, _SALT_AUG, _SALT_STEP = 0, 1, 2
+MAX_OUTPUT_PIXELS = 8192 * 8192  # per frame
 
 # SR stages clip statically: dynamic thresholding divides the whole video by its 99.5th percentile
 # when a bright object overshoots 1, which lifts a dark background towards grey (demo SSR: -0.6 dB).
@@ -45,17 +60,15 @@ SR_THRESHOLDING = "static"
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    """How to sample one stage. ``guidance`` is the paper's w (ComfyUI cfg = 1 + w)."""
+    """How to sample one stage: the step count, the sampler with its own options
+    (:class:`~cascade.samplers.Sampler`; a name is shorthand for its defaults), the guidance
+    (:class:`~cascade.guidance.GuidanceOptions`; a number is shorthand for ``w`` with the default
+    dynamic thresholding), the seed, the noise-augmentation level of the stage's input and
+    ``denoise`` (ComfyUI's: the fraction of the schedule to run; SR stages only)."""
 
     steps: int = 32
-    sampler: str = "ddim"
-    guidance: float = 3.0
-    oscillate: bool = False
-    guidance_low: float = 1.0
-    const_steps: int | None = None
-    thresholding: str = "dynamic"
-    percentile: float = 0.995
-    gamma: float = 0.3
+    sampler: Sampler = Sampler()
+    guidance: GuidanceOptions = GuidanceOptions()
     seed: int = 0
     aug_level: float = 0.3  # SR / continuation: noise-augmentation time in [0, 1] (0.3 ~ SNR 3.9)
     # SR stages: the fraction of the noise schedule to run (ComfyUI's `denoise`). 1 starts from pure
@@ -65,34 +78,24 @@ class SamplingOptions:
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
             raise ValueError(f"steps must be a positive integer; received {self.steps!r}.")
-        if not math.isfinite(self.guidance) or self.guidance < 0:
-            raise ValueError(f"The guidance weight w must be >= 0 (0 = unguided; ComfyUI cfg = 1 + w); received {self.guidance}.")
-        if not math.isfinite(self.guidance_low) or self.guidance_low < 0:
-            raise ValueError(f"The low guidance weight must be >= 0; received {self.guidance_low}.")
+        if isinstance(self.sampler, str):
+            object.__setattr__(self, "sampler", Sampler(self.sampler))
+        if isinstance(self.guidance, (int, float)) and not isinstance(self.guidance, bool):
+            object.__setattr__(self, "guidance", GuidanceOptions(w=float(self.guidance)))
+        if not isinstance(self.sampler, Sampler) or not isinstance(self.guidance, GuidanceOptions):
+            raise ValueError("SamplingOptions needs a Sampler (or a sampler name) and GuidanceOptions (or a weight w).")
         if not 0.0 < self.denoise <= 1.0:
             raise ValueError(f"denoise must be in (0, 1] (1 = start from pure noise); received {self.denoise}.")
         if not 0.0 <= self.aug_level <= 1.0:
             raise ValueError(f"The noise-augmentation level must be in [0, 1]; received {self.aug_level}.")
-        get_sampler(self.sampler)
-        if self.thresholding not in Thresholding.MODES:
-            raise ValueError(f"thresholding must be one of {Thresholding.MODES}; received {self.thresholding!r}.")
 
+    def with_w(self, w: float) -> SamplingOptions:
+        """The same options with guidance weight ``w`` (everything else about guidance kept)."""
+        return replace(self, guidance=replace(self.guidance, w=float(w)))
 
-def _seed_for(seed: int, salt: int, frame: int) -> int:
-    h = hashlib.blake2b(f"{int(seed)}:{salt}:{frame}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def frame_noise(seed: int, salt: int, shape, frame_offset: int = 0, device="cpu") -> torch.Tensor:
-    """Standard normal noise ``(B, C, T, H, W)`` whose frame ``t`` depends only on
-    ``(seed, salt, frame_offset + t)`` (drawn on the CPU, so identical on every device)."""
-    b, c, t, h, w = shape
-    out = torch.empty(b, c, t, h, w)
-    g = torch.Generator()
-    for i in range(t):
-        g.manual_seed(_seed_for(seed, salt, frame_offset + i))
-        out[:, :, i] = torch.randn(b, c, h, w, generator=g)
-    return out.to(device)
+    def for_stage(self, seed: int, role: str) -> SamplingOptions:
+        """These options for the ``role`` stage of a cascade run with seed ``seed`` (:func:`stage_seed`)."""
+        return replace(self, seed=stage_seed(seed, role))
 
 
 class _StepNoise:
@@ -103,7 +106,7 @@ class _StepNoise:
 
     def __call__(self, sigma, sigma_next) -> torch.Tensor:
         self.calls += 1
-        return frame_noise(self.seed, _SALT_STEP * 100_000 + self.calls, self.shape, self.offset, self.device)
+        return frame_noise(self.seed, SALT_STEP * 100_000 + self.calls, self.shape, self.offset, self.device)
 
 
 def check_video_values(video: torch.Tensor, what: str = "input video") -> None:
@@ -111,45 +114,93 @@ def check_video_values(video: torch.Tensor, what: str = "input video") -> None:
         raise ValueError(f"The {what} contains NaN or infinite values; check the node that produced it.")
 
 
+def check_steps(stage: Stage, steps: int) -> None:
+    """A distilled student samples only the step counts it was distilled for."""
+    d = stage.config.distillation
+    if d is not None and steps not in d.steps:
+        raise ValueError(
+            f"{stage.source or stage.config.name or 'This student'} was distilled for {'/'.join(map(str, d.steps))} steps; "
+            f"received {steps}. Pick one of those step counts."
+        )
+
+
+def check_options(stage: Stage, opts: SamplingOptions, negative: TextEmbedding | None = None) -> None:
+    """Everything about ``opts`` that can be refused before any work: the step count of a student,
+    its guidance range, negative prompts and ``denoise``."""
+    cfg = stage.config
+    check_steps(stage, opts.steps)
+    if opts.denoise < 1 and not get_role(stage.role).takes_video:
+        raise ValueError("denoise < 1 starts from the stage's input video: it is an option of SR stages, not of a base stage.")
+    if cfg.is_distilled:
+        if opts.denoise < 1:
+            raise ValueError("A distilled student samples the step grid it was distilled on: use denoise = 1.")
+        d = cfg.distillation
+        if d.guided and negative is not None:
+            raise ValueError("A guided-distilled student has guidance baked in and takes no negative prompt.")
+        if d.guided and not d.w_min - 1e-6 <= opts.guidance.w <= d.w_max + 1e-6:
+            raise ValueError(
+                f"This student was distilled for guidance w in [{d.w_min:g}, {d.w_max:g}]; received {opts.guidance.w:g}."
+            )
+
+
 def _guided_denoiser(stage: Stage, text, negative, opts: SamplingOptions, sigmas, batch: int):
+    """The stage's denoiser with classifier-free guidance (or a guided student's w), one per prompt
+    of a :class:`FramePrompts`, blended per frame."""
+    if isinstance(text, FramePrompts):
+        dens = [_guided_denoiser(stage, t, negative, opts, sigmas, batch) for t in text.texts]
+        return dens[0] if len(dens) == 1 else PromptBlend(dens, text.weights)
     cfg = stage.config
     stage.check_text(text)
     stage.check_text(negative)
     base = stage.denoiser()
     if cfg.is_distilled and cfg.distillation.guided:
-        if negative is not None:
-            raise ValueError("A guided-distilled student has guidance baked in and takes no negative prompt.")
-        d = cfg.distillation
-        if not d.w_min - 1e-6 <= opts.guidance <= d.w_max + 1e-6:
-            raise ValueError(
-                f"This student was distilled for guidance w in [{d.w_min:g}, {d.w_max:g}]; received {opts.guidance:g}."
-            )
-        w = torch.full((batch,), float(opts.guidance))
+        w = torch.full((batch,), float(opts.guidance.w))
 
         def den(x, sigma, **kw):
             return base(x, sigma, text=text, guidance=w.to(x.device), **kw)
-    else:
-        uncond = negative if negative is not None else (TextEmbedding.null(batch, cfg.text_dim) if cfg.text_dim else None)
-        if opts.oscillate:
-            w = oscillating_guidance(sigmas, opts.guidance, opts.guidance_low, opts.const_steps)
-        else:
-            w = opts.guidance
-        den = ClassifierFreeGuidance(base, text, uncond, w) if cfg.text_dim else base
-        if negative is not None and negative.batch != batch:
-            raise ValueError(f"The negative prompt batch ({negative.batch}) must match the video batch ({batch}).")
-    return den
+
+        return den
+    if not cfg.text_dim:
+        return base
+    if negative is not None and negative.batch != batch:
+        raise ValueError(f"The negative prompt batch ({negative.batch}) must match the video batch ({batch}).")
+    uncond = negative if negative is not None else TextEmbedding.null(batch, cfg.text_dim)
+    return ClassifierFreeGuidance(base, text, uncond, opts.guidance.weight(sigmas))
 
 
-def _check_steps_for(stage: Stage, opts: SamplingOptions) -> None:
-    d = stage.config.distillation
-    if d is not None and opts.steps not in d.steps:
-        raise ValueError(
-            f"This student was distilled for {'/'.join(map(str, d.steps))} steps; received {opts.steps}. "
-            "Pick one of those step counts."
-        )
+def _aug_logsnr(stage: Stage, opts: SamplingOptions, batch: int) -> torch.Tensor:
+    return stage.config.schedule.unshifted.logsnr(torch.full((batch,), float(opts.aug_level)))
 
 
-def _sample(
+def _condition(stage: Stage, inputs: dict, opts: SamplingOptions, frame_offset: int) -> dict:
+    """The role's network keyword arguments for ``inputs``, augmented with the run's seeded noise."""
+    lam = _aug_logsnr(stage, opts, next(v for v in inputs.values() if isinstance(v, torch.Tensor)).shape[0])
+    aug_offset = inputs.get("aug_frame_offset", frame_offset)
+
+    def noised(video: torch.Tensor) -> torch.Tensor:
+        noise = frame_noise(opts.seed, SALT_AUG, video.shape, aug_offset, video.device)
+        return augment_condition(video, lam, noise=noise)
+
+    return get_role(stage.role).condition(stage.config, inputs, lam, noised)
+
+
+class _Replacement:
+    """Training-free continuation for bases without known-frame channels (VDM's replacement
+    method): the known frames of the state are replaced by noised known data at every step."""
+
+    def __init__(self, denoise, known: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor):
+        self.denoise, self.known, self.noise = denoise, known, noise
+        self.m = mask.reshape(mask.shape[0], 1, -1, 1, 1).to(known)
+
+    def __call__(self, x, sigma, **cond):
+        s = sigma.reshape(-1, 1, 1, 1, 1).to(x)
+        known, m, noise = self.known.to(x.device), self.m.to(x.device), self.noise.to(x.device)
+        x = x * (1 - m) + (known + s * noise) * m
+        x0 = self.denoise(x, sigma, **cond)
+        return x0 * (1 - m) + known * m
+
+
+def sample_stage(
     stage: Stage,
     shape,
     text,
@@ -157,25 +208,27 @@ def _sample(
     opts: SamplingOptions,
     *,
     cond_kwargs: dict,
-    dims: dict,
-    progress: Progress | None,
+    dims: dict | None = None,
+    progress: Progress | None = None,
     frame_offset: int = 0,
     init: torch.Tensor | None = None,
+    wrap: Callable | None = None,
 ) -> torch.Tensor:
-    """``init``: the video that ``denoise < 1`` starts from (an SR stage's upsampled input)."""
-    _check_steps_for(stage, opts)
-    if opts.denoise < 1:
-        if init is None:
-            raise ValueError(
-                "denoise < 1 starts from the stage's input video: it is an option of SR stages, not of a base stage."
-            )
-        if stage.config.is_distilled:
-            raise ValueError("A distilled student samples the step grid it was distilled on: use denoise = 1.")
+    """The sampling loop every path shares: guidance (CFG, a guided student's w, per-frame prompt
+    blending), windows/tiles (``dims``), thresholding, the sampler with its options, per-frame
+    seeded noise keyed by ``frame_offset``. ``init``: the video that ``denoise < 1`` starts from (an
+    SR stage's upsampled input). ``wrap``: an extra denoiser wrapper under the windows (training-free
+    continuation). Every tensor is created on, or moved to, the stage's device."""
+    check_options(stage, opts, negative)
+    if opts.denoise < 1 and init is None:
+        raise ValueError("denoise < 1 starts from the stage's input video: it is an option of SR stages, not of a base stage.")
     device = stage.device
     sigmas = stage.config.schedule.sigmas(opts.steps, t_max=opts.denoise, device=device)
     den = _guided_denoiser(stage, text, negative, opts, sigmas, shape[0])
+    if wrap is not None:
+        den = wrap(den)
     counter = {"done": 0}
-    windowed = WindowedDenoiser(den, dims)
+    windowed = WindowedDenoiser(den, dims or {})
     total = opts.steps * windowed.count(shape)
 
     def on_eval():
@@ -185,20 +238,19 @@ def _sample(
 
     windowed.on_eval = on_eval
     # thresholding sees the fused prediction, so its percentile spans the whole video
-    model = Thresholding(windowed, opts.thresholding, opts.percentile) if opts.thresholding != "none" else windowed
+    model = opts.guidance.threshold(windowed)
 
     def callback(info):
         if progress is not None:
             progress(counter["done"], total, info["denoised"])
 
-    x = frame_noise(opts.seed, _SALT_INIT, shape, frame_offset, device) * sigmas[0]
+    x = frame_noise(opts.seed, SALT_INIT, shape, frame_offset, device) * sigmas[0]
     if opts.denoise < 1:
         x = x + init.to(device).float()
     noise = _StepNoise(opts.seed, shape, frame_offset, device)
     cond_kwargs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in cond_kwargs.items()}
-    sampler = get_sampler(opts.sampler)
     with torch.no_grad():
-        out = sampler(model, x, sigmas, extra_args=cond_kwargs, callback=callback, gamma=opts.gamma, noise_sampler=noise)
+        out = opts.sampler(model, x, sigmas, extra_args=cond_kwargs, callback=callback, noise_sampler=noise)
     return out.clamp(-1.0, 1.0)
 
 
@@ -214,28 +266,9 @@ def _pad_to_multiple(video: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[i
     return frames.reshape(b, t, c, h + ph, w + pw).transpose(1, 2), (h, w)
 
 
-def _aug_logsnr(stage: Stage, opts: SamplingOptions, batch: int) -> torch.Tensor:
-    return stage.config.schedule.unshifted.logsnr(torch.full((batch,), float(opts.aug_level)))
-
-
-def _augment(stage, video, opts, frame_offset):
-    lam = _aug_logsnr(stage, opts, video.shape[0])
-    noise = frame_noise(opts.seed, _SALT_AUG, video.shape, frame_offset, video.device)
-    from .schedule import alpha_sigma
-
-    a, s = alpha_sigma(lam)
-    shape = (-1, 1, 1, 1, 1)
-    return (a.reshape(shape).to(video) * video + s.reshape(shape).to(video) * noise), lam
-
-
-def _require_role(stage: Stage, role: str, what: str) -> None:
-    if stage.role != role:
-        raise ValueError(f"{what} needs a {role} stage, but {stage.source or 'the model'} is a {stage.config.describe()}.")
-
-
 def generate(
     stage: Stage,
-    text: TextEmbedding | None,
+    text: TextEmbedding | FramePrompts | None,
     *,
     frames: int | None = None,
     height: int | None = None,
@@ -246,10 +279,14 @@ def generate(
     known_mask: torch.Tensor | None = None,
     progress: Progress | None = None,
     frame_offset: int = 0,
+    replacement: bool = False,
 ) -> torch.Tensor:
-    """Base stage: text -> video ``(B, 3, T, H, W)``. ``known``/``known_mask`` ((B,3,T,H,W), (B,T))
-    give frames to continue from (stages trained with continuation channels)."""
-    _require_role(stage, "base", "Text-to-video generation")
+    """Base stage: text -> video ``(B, 3, T, H, W)``. ``text`` may be a :class:`FramePrompts`
+    (several prompts blended per frame). ``known``/``known_mask`` ((B,3,T,H,W), (B,T)) give frames
+    to continue from: through the known-frame channels of a stage trained with them, or, with
+    ``replacement=True`` on a stage without them, by the training-free replacement method.
+    ``frame_offset``: the absolute index of the first frame (noise is keyed by it)."""
+    require_role(stage, "base", "Text-to-video generation")
     cfg = stage.config
     frames, height, width = frames or cfg.frames, height or cfg.height, width or cfg.width
     m = cfg.unet.size_multiple
@@ -260,21 +297,49 @@ def generate(
         )
     batch = text.batch if text is not None else 1
     shape = (batch, 3, frames, height, width)
-    cond_kwargs: dict = {}
-    if cfg.continuation:
-        if known is None:
-            known = torch.zeros(shape)
-            known_mask = torch.zeros(batch, frames)
+    if known is not None:
         check_video_values(known, "known frames")
         if tuple(known.shape) != shape:
             raise ValueError(f"Known frames must have shape {shape}; received {tuple(known.shape)}.")
-        aug, lam = _augment(stage, known, options, frame_offset)
-        cond_kwargs = {"cond": known_frames_condition(aug, known_mask), "aug_logsnr": lam}
+        if known_mask is None or tuple(known_mask.shape) != (batch, frames):
+            raise ValueError(f"Known frames need a known_mask of shape {(batch, frames)} (1 = known frame).")
+    cond_kwargs: dict = {}
+    wrap = None
+    if cfg.continuation:
+        if known is None:
+            known, known_mask = torch.zeros(shape), torch.zeros(batch, frames)
+        cond_kwargs = _condition(stage, {"known": known.float(), "known_mask": known_mask}, options, frame_offset)
     elif known is not None:
-        raise ValueError("This base model has no continuation channels; it cannot take known frames.")
-    return _sample(
-        stage, shape, text, negative, options, cond_kwargs=cond_kwargs, dims={}, progress=progress, frame_offset=frame_offset
+        if not replacement:
+            raise ValueError(
+                "This base model has no continuation channels; it cannot take known frames "
+                "(story mode falls back to the training-free replacement method: replacement=True)."
+            )
+        noise = frame_noise(options.seed, SALT_REPLACE, shape, frame_offset)
+
+        def wrap(den, _k=known.float(), _m=known_mask.float(), _n=noise):
+            return _Replacement(den, _k, _m, _n)
+
+    return sample_stage(
+        stage, shape, text, negative, options, cond_kwargs=cond_kwargs, progress=progress, frame_offset=frame_offset, wrap=wrap
     )
+
+
+def spatial_output_size(stage: Stage, hw: tuple[int, int], scale: float | None = None, size=None) -> tuple[int, int]:
+    """The output ``(H, W)`` of an SSR stage for input frames of ``hw``: ``size`` if given, else the
+    input times ``scale`` (default: the stage's own factor). Refuses impossible sizes."""
+    h, w = hw
+    if size is None:
+        scale = stage.config.spatial_factor if scale is None else scale
+        if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"The scale must be a positive number; received {scale!r}.")
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    size = (int(size[0]), int(size[1]))
+    if size[0] < 1 or size[1] < 1:
+        raise ValueError(f"Impossible output size {size[1]}x{size[0]}.")
+    if size[0] * size[1] > MAX_OUTPUT_PIXELS:
+        raise ValueError(f"The output would be {size[1]}x{size[0]} per frame: too large. Lower the scale.")
+    return size
 
 
 def upsample_spatial(
@@ -295,31 +360,24 @@ def upsample_spatial(
 ) -> torch.Tensor:
     """SSR: ``(B, 3, T, h, w)`` -> ``(B, 3, T, H, W)`` for any frame count and size, in overlapping
     temporal windows (and spatial tiles when ``tile > 0``) fused at every step."""
-    _require_role(stage, "ssr", "Spatial super-resolution")
+    require_role(stage, "ssr", "Spatial super-resolution")
     check_video_values(video)
-    b, _, t, h, w = video.shape
-    if size is None:
-        scale = stage.config.spatial_factor if scale is None else scale
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"The scale must be a positive number; received {scale!r}.")
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    if size[0] < 1 or size[1] < 1 or size[0] * size[1] > 8192 * 8192:
-        raise ValueError(f"Impossible output size {size[1]}x{size[0]}.")
+    size = spatial_output_size(stage, video.shape[-2:], scale, size)
     up = resize_video(video.float(), size)
     up, (oh, ow) = _pad_to_multiple(up, stage.config.unet.size_multiple)
-    cond, lam = _augment(stage, up, options, frame_offset)
+    cond_kwargs = _condition(stage, {"low": up, "size": tuple(up.shape[-2:])}, options, frame_offset)
     dims = {2: (window, overlap)}
     if tile:
         m = stage.config.unet.size_multiple
         tile = max(m, tile // m * m)
         dims.update({3: (tile, min(tile_overlap, tile - m)), 4: (tile, min(tile_overlap, tile - m))})
-    out = _sample(
+    out = sample_stage(
         stage,
         up.shape,
         text,
         negative,
         options,
-        cond_kwargs={"cond": cond, "aug_logsnr": lam},
+        cond_kwargs=cond_kwargs,
         dims=dims,
         progress=progress,
         frame_offset=frame_offset,
@@ -355,8 +413,8 @@ def upsample_temporal(
 ) -> torch.Tensor:
     """TSR: ``(B, 3, N, H, W)`` -> ``(B, 3, N', H, W)`` with ``N' = N*m`` (``mode="imagen"``) or
     ``(N-1)*m + 1`` (``"interpolate"``). A multiplier that is a power of the stage's factor is
-    applied in repeated passes."""
-    _require_role(stage, "tsr", "Temporal super-resolution")
+    applied in repeated passes (pass ``p`` with seed ``seed + p``)."""
+    require_role(stage, "tsr", "Temporal super-resolution")
     check_video_values(video)
     multiplier = stage.config.temporal_factor if multiplier is None else multiplier
     if isinstance(multiplier, bool) or int(multiplier) != multiplier:
@@ -384,20 +442,81 @@ def _tsr_pass(stage, video, text, factor, mode, options, negative, window, overl
     n = video.shape[2]
     tsr_output_frames(n, factor, mode)  # validates
     video, (oh, ow) = _pad_to_multiple(video.float(), stage.config.unet.size_multiple)
-    aug, lam = _augment(stage, video, options, frame_offset // factor)
-    cond = tsr_condition(aug, factor, mode)
-    shape = (video.shape[0], 3, cond.shape[2], *video.shape[-2:])
-    init = tsr_condition(video, factor, mode)[:, :3] if options.denoise < 1 else None  # repeated frames
-    out = _sample(
+    inputs = {"low": video, "mode": mode, "aug_frame_offset": frame_offset // factor}
+    cond_kwargs = _condition(stage, inputs, options, frame_offset)
+    shape = (video.shape[0], 3, cond_kwargs["cond"].shape[2], *video.shape[-2:])
+    init = None
+    if options.denoise < 1:  # the repeated input frames
+        from .conditioning import tsr_condition
+
+        init = tsr_condition(video, factor, mode)[:, :3]
+    out = sample_stage(
         stage,
         shape,
         text,
         negative,
         options,
-        cond_kwargs={"cond": cond, "aug_logsnr": lam},
+        cond_kwargs=cond_kwargs,
         dims={2: (window, overlap)},
         progress=progress,
         frame_offset=frame_offset,
         init=init,
     )
     return out[..., :oh, :ow]
+
+
+def transform(
+    stage: Stage,
+    video: torch.Tensor,
+    text: TextEmbedding | None,
+    *,
+    options: SamplingOptions = SamplingOptions(),
+    negative: TextEmbedding | None = None,
+    window: int = 16,
+    overlap: int = 4,
+    progress: Progress | None = None,
+    frame_offset: int = 0,
+) -> torch.Tensor:
+    """Any video-taking stage whose output has its input's size and frame count (a role that a
+    plug-in registers, e.g. restoration): the role builds the condition from ``{"low": video}``."""
+    role = get_role(stage.role)
+    if not role.takes_video:
+        raise ValueError(f"{stage.config.describe()} makes videos from text: use generate().")
+    check_video_values(video)
+    video, (oh, ow) = _pad_to_multiple(video.float(), stage.config.unet.size_multiple)
+    cond_kwargs = _condition(stage, {"low": video, "size": tuple(video.shape[-2:])}, options, frame_offset)
+    out = sample_stage(
+        stage,
+        video.shape,
+        text,
+        negative,
+        options,
+        cond_kwargs=cond_kwargs,
+        dims={2: (window, overlap)},
+        progress=progress,
+        frame_offset=frame_offset,
+        init=video,
+    )
+    return out[..., :oh, :ow]
+
+
+def upsample(
+    stage: Stage,
+    video: torch.Tensor,
+    text: TextEmbedding | None,
+    *,
+    options: SamplingOptions = SamplingOptions(),
+    negative: TextEmbedding | None = None,
+    progress: Progress | None = None,
+    frame_offset: int = 0,
+    multiplier: int | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Any video-taking stage at its defaults: SSR by ``scale``, TSR by ``multiplier`` (the
+    paper's ``N*m`` frames), other roles through :func:`transform`."""
+    kw = dict(options=options, negative=negative, progress=progress, frame_offset=frame_offset)
+    if stage.role == "ssr":
+        return upsample_spatial(stage, video, text, scale=scale, **kw)
+    if stage.role == "tsr":
+        return upsample_temporal(stage, video, text, multiplier=multiplier, mode="imagen", **kw)
+    return transform(stage, video, text, **kw)

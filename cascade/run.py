@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .demo import DEMO_DIR, DEMO_FILES
+from .frames import video_to_frames
+from .guidance import GuidanceOptions
 from .pipeline import SR_THRESHOLDING, SamplingOptions, generate, upsample_spatial, upsample_temporal
+from .roles import output_fps
 from .stage import Stage, load_stage
 from .text import TextEncoder, load_text_encoder
 
@@ -19,15 +22,17 @@ __all__ = ["Cascade", "DEFAULT_OPTIONS", "FAST_OPTIONS", "load_demo_cascade"]
 log = logging.getLogger(__name__)
 
 # default sampling settings of the demo cascade (the evaluation measures exactly these)
-_SR = SamplingOptions(steps=16, sampler="ddim", guidance=0.0, thresholding=SR_THRESHOLDING, aug_level=0.3)
-_SR_FAST = SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=1.0, thresholding=SR_THRESHOLDING, aug_level=0.3)
+_SR = SamplingOptions(steps=16, sampler="ddim", guidance=GuidanceOptions(0.0, thresholding=SR_THRESHOLDING), aug_level=0.3)
+_SR_FAST = SamplingOptions(
+    steps=8, sampler="distilled_stochastic", guidance=GuidanceOptions(1.0, thresholding=SR_THRESHOLDING), aug_level=0.3
+)
 DEFAULT_OPTIONS = {
-    "base": SamplingOptions(steps=32, sampler="ddim", guidance=4.0, thresholding="dynamic"),
+    "base": SamplingOptions(steps=32, sampler="ddim", guidance=GuidanceOptions(4.0, thresholding="dynamic")),
     "tsr": _SR,
     "ssr": _SR,
 }
 FAST_OPTIONS = {
-    "base": SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=4.0, thresholding="dynamic"),
+    "base": SamplingOptions(steps=8, sampler="distilled_stochastic", guidance=GuidanceOptions(4.0, thresholding="dynamic")),
     "tsr": _SR_FAST,
     "ssr": _SR_FAST,
 }
@@ -53,19 +58,18 @@ class Cascade:
             return None if progress is None else (lambda d, t, p: progress(stage_name, d, t))
 
         o = self.options
-        video = generate(self.base, text, options=replace(o["base"], seed=seed), negative=neg, progress=report("base"))
+        video = generate(self.base, text, options=o["base"].for_stage(seed, "base"), negative=neg, progress=report("base"))
         fps = self.base.config.fps
         if self.tsr is not None:
             video = upsample_temporal(
-                self.tsr, video, text, options=replace(o["tsr"], seed=seed + 1), negative=neg, progress=report("tsr")
+                self.tsr, video, text, options=o["tsr"].for_stage(seed, "tsr"), negative=neg, progress=report("tsr")
             )
-            fps *= self.tsr.config.temporal_factor
+            fps = output_fps(self.tsr.config, fps)
         if self.ssr is not None:
             video = upsample_spatial(
-                self.ssr, video, text, options=replace(o["ssr"], seed=seed + 2), negative=neg, progress=report("ssr")
+                self.ssr, video, text, options=o["ssr"].for_stage(seed, "ssr"), negative=neg, progress=report("ssr")
             )
-        frames = ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1).cpu()
-        return frames, fps
+        return video_to_frames(video).cpu(), fps
 
 
 def load_demo_cascade(

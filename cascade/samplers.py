@@ -14,13 +14,17 @@ it is where progress, previews and Cancel reach the loop (raise from it to stop)
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from .diffusion import ddim_step
 from .schedule import vesigma_to_alpha_sigma
 
-__all__ = ["SAMPLERS", "sample_ancestral", "sample_ddim", "sample_distilled", "get_sampler"]
+__all__ = ["SAMPLERS", "Sampler", "sample_ancestral", "sample_ddim", "sample_distilled", "get_sampler"]
 
 
 def _noise(x, sigma, sigma_next, generator, noise_sampler) -> torch.Tensor:
@@ -45,22 +49,16 @@ def _denoise(model, x, sigma, extra_args, callback, i, sigma_hat=None):
     return x0
 
 
-def _ddim_step(x, x0, sigma, sigma_next):
-    """Deterministic DDIM / probability-flow Euler step in k-diffusion coordinates."""
-    if float(sigma_next) == 0.0:
-        return x0
-    return x0 + (sigma_next / sigma) * (x - x0)
-
-
 @torch.no_grad()
-def sample_ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, **_unused):
-    """DDIM (eta = 0): ``z_s = alpha_s x0 + sigma_s eps``; exact for an oracle denoiser."""
+def sample_ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, *, generator=None, noise_sampler=None):
+    """DDIM (eta = 0): ``z_s = alpha_s x0 + sigma_s eps``; exact for an oracle denoiser.
+    Deterministic: it accepts the randomness every sampler is handed and draws none."""
     _check_grid(sigmas)
     extra_args = extra_args or {}
     x = x.float()
     for i in range(len(sigmas) - 1):
         x0 = _denoise(model, x, sigmas[i], extra_args, callback, i)
-        x = _ddim_step(x, x0, sigmas[i], sigmas[i + 1])
+        x = ddim_step(x, x0, sigmas[i], sigmas[i + 1])
     return x
 
 
@@ -76,7 +74,6 @@ def sample_ancestral(
     gamma: float = 0.3,
     generator: torch.Generator | None = None,
     noise_sampler=None,
-    **_unused,
 ):
     """Imagen Video's ancestral sampler (spec §1.1): posterior mean plus noise whose variance
     interpolates in log space between the posterior variance (``gamma = 0``) and the forward
@@ -112,7 +109,6 @@ def sample_distilled(
     *,
     generator: torch.Generator | None = None,
     noise_sampler=None,
-    **_unused,
 ):
     """The N-step stochastic sampler of guided distillation (Meng et al.; spec §1.13): from
     ``sigmas[i]`` take one DDIM step of twice the nominal length (to ``sigmas[i + 2]``), then
@@ -125,10 +121,10 @@ def sample_distilled(
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = _denoise(model, x, s, extra_args, callback, i)
         if i == n - 1 or float(s_next) == 0.0:
-            x = _ddim_step(x, x0, s, s_next)
+            x = ddim_step(x, x0, s, s_next)
             continue
         s_far = sigmas[i + 2]
-        x = _ddim_step(x, x0, s, s_far)
+        x = ddim_step(x, x0, s, s_far)
         x = x + (s_next**2 - s_far**2).sqrt() * _noise(x, s_far, s_next, generator, noise_sampler)
     return x
 
@@ -145,3 +141,44 @@ def get_sampler(name: str) -> Callable:
         return SAMPLERS[name]
     except KeyError:
         raise ValueError(f"Unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}.") from None
+
+
+_RANDOMNESS = ("generator", "noise_sampler")  # supplied by the caller, not options
+
+
+def _own_options(fn: Callable) -> dict[str, inspect.Parameter]:
+    return {n: p for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY and n not in _RANDOMNESS}
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A sampler function and its own options, as ComfyUI's ``KSAMPLER(fn, options)`` carries them:
+    ``Sampler("ancestral", {"gamma": 0.5})``. Only the options the function declares are accepted,
+    and only that function receives them. Calling it runs the function with the options, the
+    caller's randomness (``noise_sampler``, for the stochastic samplers) and the usual k-diffusion
+    arguments."""
+
+    name: str = "ddim"
+    options: Any = ()  # a dict or (name, value) pairs; stored as sorted pairs, so it is hashable
+
+    def __post_init__(self) -> None:
+        fn = get_sampler(self.name)
+        opts = dict(self.options.items() if isinstance(self.options, dict) else self.options)
+        own = _own_options(fn)
+        unknown = sorted(set(opts) - set(own))
+        if unknown:
+            raise ValueError(
+                f"The {self.name} sampler has no option {', '.join(unknown)}; its options are: {', '.join(own) or 'none'}."
+            )
+        if "gamma" in opts and not 0.0 <= float(opts["gamma"]) <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1]; received {opts['gamma']}.")
+        object.__setattr__(self, "options", tuple(sorted(opts.items())))
+
+    @property
+    def fn(self) -> Callable:
+        return get_sampler(self.name)
+
+    def __call__(self, model, x, sigmas, *, extra_args=None, callback=None, noise_sampler=None) -> torch.Tensor:
+        return self.fn(
+            model, x, sigmas, extra_args=extra_args, callback=callback, noise_sampler=noise_sampler, **dict(self.options)
+        )

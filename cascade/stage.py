@@ -1,4 +1,5 @@
-"""A cascade stage: its :class:`StageConfig` and its :class:`VideoUNet`, loadable and savable."""
+"""A cascade stage: its :class:`StageConfig` and its network (the role builds it: a
+:class:`~cascade.unet.VideoUNet` for the diffusion roles), loadable and savable."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch
 from .checkpoint import load_stage_file, save_stage_file
 from .config import StageConfig
 from .diffusion import VDenoiser
+from .roles import get_role
 from .text import TextEmbedding
-from .unet import VideoUNet
 
 __all__ = ["Stage", "load_stage"]
 
@@ -19,9 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class Stage:
-    def __init__(self, config: StageConfig, net: VideoUNet | None = None, source: str = ""):
+    def __init__(self, config: StageConfig, net: torch.nn.Module | None = None, source: str = ""):
         self.config = config
-        self.net = net if net is not None else VideoUNet(config.unet)
+        self.net = net if net is not None else get_role(config.role).build_network(config)
         self.source = source
 
     @property
@@ -79,7 +80,7 @@ def load_stage(path, *, device="cpu", dtype: torch.dtype | None = None, role: st
 
     config = read_stage_config(path)
     with torch.device("meta"):
-        net = VideoUNet(config.unet)
+        net = get_role(config.role).build_network(config)
     expected = {k: v.shape for k, v in net.state_dict().items()}
     config, sd = load_stage_file(path, expected, role=role)
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, assign=True)

@@ -23,20 +23,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .conditioning import known_frames_condition
-from .diffusion import augment_condition
-from .guidance import Thresholding
-from .pipeline import (
-    SamplingOptions,
-    _aug_logsnr,
-    _check_steps_for,
-    _seed_for,
-    _StepNoise,
-    frame_noise,
-    upsample_spatial,
-    upsample_temporal,
-)
-from .samplers import get_sampler
+from .guidance import FramePrompts
+from .pipeline import SamplingOptions, check_options, generate, upsample
+from .roles import output_fps, require_role
 from .stage import Stage
 from .text import TextEmbedding
 
@@ -212,43 +201,6 @@ class StoryOptions:
             raise ValueError("context_noise must be in [0, 1].")
 
 
-class _BlendGuidance:
-    """Classifier-free guidance with per-frame prompt blending: the conditional prediction is
-    ``sum_k beta_k[f] x(c_k)`` (one pass per prompt) and the unconditional branch is shared:
-    ``(1 + w) x_blend - w x(null)``."""
-
-    def __init__(self, denoise, texts: list[TextEmbedding], betas: torch.Tensor, w: float):
-        self.denoise, self.texts, self.betas, self.w = denoise, texts, betas, w  # betas: (K, T)
-
-    def __call__(self, x, sigma, **cond):
-        k, b = len(self.texts), x.shape[0]
-        null = TextEmbedding.null(b, self.texts[0].width)
-        both = TextEmbedding.concat([*self.texts, null])
-        rep = {
-            n: torch.cat([v] * (k + 1)) if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == b else v
-            for n, v in cond.items()
-        }
-        x0 = self.denoise(torch.cat([x] * (k + 1)), torch.cat([sigma] * (k + 1)), text=both, **rep).reshape(k + 1, *x.shape)
-        beta = self.betas.to(x0).reshape(k, 1, 1, -1, 1, 1)
-        cond_pred = (x0[:k] * beta).sum(0)
-        return cond_pred + self.w * (cond_pred - x0[k]) if self.w else cond_pred
-
-
-class _Replacement:
-    """Training-free continuation for bases without known-frame channels (VDM's replacement
-    method): the known frames of the state are replaced by noised known data at every step."""
-
-    def __init__(self, denoise, known: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor):
-        self.denoise, self.known, self.noise = denoise, known, noise
-        self.m = mask.reshape(1, 1, -1, 1, 1).to(known)
-
-    def __call__(self, x, sigma, **cond):
-        s = sigma.reshape(-1, 1, 1, 1, 1).to(x)
-        x = x * (1 - self.m) + (self.known + s * self.noise) * self.m
-        x0 = self.denoise(x, sigma, **cond)
-        return x0 * (1 - self.m) + self.known * self.m
-
-
 def _betas(w: Window, opts: StoryOptions, frames: int) -> torch.Tensor | None:
     """Per-frame weight of the NEW scene's prompt in a transition window (None: no blending)."""
     if w.prev_scene is None or opts.transition == "cut":
@@ -270,11 +222,16 @@ def story_base_frames(
     progress: Callable[[int, int, int], None] | None = None,
 ) -> Iterator[tuple[torch.Tensor, int]]:
     """Yield ``(frames (1, 3, n, H, W) in [-1, 1], scene index)`` as windows finish. Memory holds
-    only the last ``context`` frames (+ the scene's anchor frame) and one window."""
+    only the last ``context`` frames (+ the scene's anchor frame) and one window.
+
+    Every window is one call of :func:`cascade.pipeline.generate` with all of ``options`` (sampler,
+    guidance, thresholding, seed): its known frames are the finished context, its noise is keyed
+    by the absolute frame index (so the story seed alone decides the story), the known frames are
+    augmented at ``story.context_noise``, and a blended scene change passes both prompts as
+    :class:`~cascade.guidance.FramePrompts`."""
     cfg = base.config
-    if base.role != "base":
-        raise ValueError(f"Story generation needs a base stage; received a {cfg.describe()}.")
-    _check_steps_for(base, options)
+    require_role(base, "base", "Story generation")
+    check_options(base, options)
     h, w_ = height or cfg.height, width or cfg.width
     plan = plan_windows(scenes, story.window, story.context)
     if not cfg.continuation:
@@ -283,9 +240,8 @@ def story_base_frames(
             "(expect weaker continuity). Fine-tune the base with continuation for best results.",
             base.source or cfg.name,
         )
-    texts = {}
-    sigmas = cfg.schedule.sigmas(options.steps)
-    sampler = get_sampler(options.sampler)
+    texts: dict[int, TextEmbedding] = {}
+    window_options = replace(options, aug_level=story.context_noise)
     last = None  # (1, 3, context, H, W)
     anchor = None
     for win in plan:
@@ -297,52 +253,47 @@ def story_base_frames(
                 base.check_text(texts[si])
         frames = story.window
         shape = (1, 3, frames, h, w_)
-        seed = _seed_for(options.seed, 7, win.index) % (2**62)
         known = torch.zeros(shape)
         mask = torch.zeros(1, frames)
         if win.context:
-            known[:, :, : win.context] = last[:, :, -win.context :]
+            known[:, :, : win.context] = last[:, :, -win.context :].to(known)
             mask[:, : win.context] = 1
         if story.anchor and anchor is not None and win.context:
-            known[:, :, 0] = anchor
+            known[:, :, 0] = anchor.to(known)
             mask[:, 0] = 1
-        den = base.denoiser()
-        kw: dict = {}
-        if cfg.continuation:
-            lam = _aug_logsnr(base, replace(options, aug_level=story.context_noise), 1)
-            aug = augment_condition(known, lam, generator=torch.Generator().manual_seed(seed + 1))
-            kw = {"cond": known_frames_condition(aug, mask), "aug_logsnr": lam}
-        elif win.context:
-            den = _Replacement(den, known, mask[0], frame_noise(seed, 3, shape))
-        if cfg.is_distilled and cfg.distillation.guided:
-            g = torch.full((1,), float(options.guidance))
-
-            def model(x, sigma, _den=den, _t=texts[win.scene], _g=g, **c):
-                return _den(x, sigma, text=_t, guidance=_g, **c)
-        else:
-            betas = _betas(win, story, frames)
-            prompts = [texts[win.scene]] if betas is None else [texts[win.prev_scene], texts[win.scene]]
-            model = _BlendGuidance(den, prompts, torch.ones(1, frames) if betas is None else betas, options.guidance)
-        if options.thresholding != "none":
-            model = Thresholding(model, options.thresholding, options.percentile)
-        x = frame_noise(seed, 0, shape) * sigmas[0]
-        with torch.no_grad():
-            out = sampler(
-                model,
-                x,
-                sigmas,
-                extra_args=kw,
-                gamma=options.gamma,
-                noise_sampler=_StepNoise(seed, shape, 0, "cpu"),
-                callback=(lambda info, _i=win.index: progress(_i, len(plan), info["i"] + 1)) if progress else None,
-            )
-        out = out.clamp(-1, 1)
+        betas = _betas(win, story, frames)
+        text = texts[win.scene] if betas is None else FramePrompts((texts[win.prev_scene], texts[win.scene]), betas)
+        out = generate(
+            base,
+            text,
+            frames=frames,
+            height=h,
+            width=w_,
+            options=window_options,
+            known=known if (win.context or cfg.continuation) else None,
+            known_mask=mask if (win.context or cfg.continuation) else None,
+            frame_offset=win.start - win.context,
+            replacement=True,
+            progress=_window_progress(progress, win.index, len(plan), options.steps),
+        )
         new = out[:, :, win.context : win.context + win.new]
         if anchor is None:
             anchor = new[:, :, 0].clone()
         keep = max(story.context, 1)
         last = (new if last is None else torch.cat([last, new], dim=2))[:, :, -keep:]
         yield new, win.scene
+
+
+def _window_progress(progress, index: int, windows: int, steps: int):
+    """generate's ``(done, total, preview)`` as story progress ``(window, windows, step)``."""
+    if progress is None:
+        return None
+
+    def report(done, total, preview):
+        if preview is not None:  # once per step
+            progress(index, windows, min(steps, max(1, round(done * steps / max(1, total)))))
+
+    return report
 
 
 # --- streaming super-resolution -------------------------------------------------------------------
@@ -371,7 +322,7 @@ class StreamingSR:
             raise ValueError("The SR chunk overlap must be smaller than the chunk.")
         self.stage, self.text_at, self.options = stage, text_at, options
         self.chunk, self.overlap, self.mode = chunk, overlap, mode
-        self.factor = (multiplier or stage.config.temporal_factor) if stage.role == "tsr" else 1
+        self.factor = round(output_fps(stage.config, 1.0, multiplier))  # frames out per frame in
         self.scale = scale
         self.buf: torch.Tensor | None = None  # pending input frames (1, 3, n, h, w)
         self.buf_start = 0  # absolute input index of buf[0]
@@ -380,10 +331,8 @@ class StreamingSR:
 
     def _run(self, frames: torch.Tensor, start: int) -> torch.Tensor:
         text = self.text_at(start + frames.shape[2] // 2)
-        if self.stage.role == "ssr":
-            return upsample_spatial(self.stage, frames, text, scale=self.scale, options=self.options, frame_offset=start)
-        return upsample_temporal(
-            self.stage, frames, text, multiplier=self.factor, mode="imagen", options=self.options, frame_offset=start
+        return upsample(
+            self.stage, frames, text, options=self.options, frame_offset=start, multiplier=self.factor, scale=self.scale
         )
 
     def push(self, frames: torch.Tensor) -> Iterator[torch.Tensor]:
@@ -429,10 +378,19 @@ def run_story(
     sr_chunk: int = 16,
     sr_overlap: int = 4,
     progress: Callable[[str, int, int], None] | None = None,
+    seed: int | None = None,
 ) -> dict:
     """Generate the whole story through the cascade, handing finished frames (``(1, 3, n, H, W)`` in
-    [-1, 1]) and their scene index to ``sink`` as they are made. Returns timing per scene."""
+    [-1, 1]) and their scene index to ``sink`` as they are made. Returns timing per scene.
+    ``seed``: the story's seed; each stage then samples with its :func:`~cascade.seeds.stage_seed`
+    (without it, the seeds in ``options`` are used as they are)."""
     import time
+
+    if seed is not None:
+        options = {k: v.for_stage(seed, k) for k, v in options.items()}
+    for stage, key in ((base, "base"), (tsr, "tsr"), (ssr, "ssr")):  # refuse bad settings before any work
+        if stage is not None:
+            check_options(stage, options[key])
 
     starts = [0]
     for s in scenes:
@@ -458,7 +416,7 @@ def run_story(
     if tsr is not None:
         stages.append(StreamingSR(tsr, text_for(1), options["tsr"], chunk=sr_chunk, overlap=sr_overlap))
     if ssr is not None:
-        f = tsr.config.temporal_factor if tsr is not None else 1
+        f = round(output_fps(tsr.config, 1.0)) if tsr is not None else 1
         stages.append(StreamingSR(ssr, text_for(f), options["ssr"], chunk=sr_chunk * f, overlap=sr_overlap * f))
     scene_time: dict[int, float] = {}
     emitted = [0]

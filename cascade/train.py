@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_save_safetensors, check_safetensors_file, read_stage_config
-from .conditioning import resize_video, tsr_condition
 from .config import StageConfig
 from .diffusion import augment_condition, sample_aug_logsnr, v_loss
+from .frames import frames_to_video, video_to_frames
+from .roles import get_role
 from .stage import Stage
 from .text import TextEmbedding, load_text_encoder
 from .unet import VideoUNet
@@ -42,71 +43,114 @@ STATE_FORMAT = "imagen-video-train-state"
 _LOSS_BINS = np.linspace(-20, 20, 9)
 
 
-@dataclass
-class TrainConfig:
+def setting(default, help: str, **meta):
+    """A configuration field with its command-line help (the CLI flags are generated from these)."""
+    if isinstance(default, (list, dict, tuple)) and not isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """What training and distillation share: the data, the batch and the optimiser with its schedule."""
+
+    data: str = setting("shapes", "'shapes' (procedural, default) or a folder of captioned videos")
+    images: str | None = setting(None, "a folder of captioned images for joint image-video training")
+    batch: int = setting(8, "items per batch (per process)")
+    lr: float = setting(3e-4, "learning rate after warm-up")
+    warmup: int = setting(200, "linear warm-up steps")
+    lr_decay: str = setting(
+        "constant",
+        "after warm-up: constant, cosine (to 0 at the last step) or linear (to 0 at the last step)",
+        choices=("constant", "cosine", "linear"),
+    )
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    adam_beta2: float = setting(0.99, "AdamW beta2")
+    grad_clip: float = setting(1.0, "gradient-norm clipping (0: off)")
+    frame_skip: int | None = setting(
+        None, "source frames per training frame (default: the data's frame rate over the stage's, shapes: base 2, SR 1)"
+    )
+    clip_frames: int = setting(0, "frames per training item (0: the stage's native frame count)")
+    crop: int = setting(0, "SR stages: train on random spatial crops of this output size (0: whole frames)")
+    image_fraction: float = setting(0.0, "fraction of each batch that is packed still images")
+    seed: int = setting(0, "seed of the data and noise streams")
+    mixed_precision: str = setting("no", "accelerate mixed precision", choices=("no", "fp16", "bf16"))
+    text_encoder: str = setting("minilm", "'minilm' (default), a HF folder or a T5 .safetensors (with a tokenizer next to it)")
+    log_every: int = setting(20, "steps between log lines")
+
+    def check_run(self) -> None:
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1; received batch={self.batch}.")
+        if not 0 <= self.image_fraction < 1:
+            raise ValueError("image_fraction must be in [0, 1).")
+        if self.lr_decay not in ("constant", "cosine", "linear"):
+            raise ValueError(f"lr_decay must be 'constant', 'cosine' or 'linear'; received {self.lr_decay!r}.")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be no, fp16 or bf16; received {self.mixed_precision!r}.")
+        if not (self.lr > 0 and math.isfinite(self.lr)) or self.warmup < 0 or not 0 <= self.adam_beta2 < 1:
+            raise ValueError(
+                f"Need lr > 0, warmup >= 0 and 0 <= adam_beta2 < 1; received {self.lr}, {self.warmup}, {self.adam_beta2}."
+            )
+        if self.frame_skip is not None and self.frame_skip < 1:
+            raise ValueError(f"frame_skip must be >= 1; received {self.frame_skip}.")
+
+
+def default_frame_skip(stage: StageConfig, data: str) -> int:
+    """Source frames per training frame so that clips play at the stage's frame rate: the shapes
+    renderer's reference rate over the stage's fps (base at 4 fps: 2; SR stages at 8 fps: 1); 1
+    for video folders (their clips are taken at the files' own rate)."""
+    if data == "shapes":
+        from .data.shapes import REFERENCE_FPS
+
+        return max(1, round(REFERENCE_FPS / stage.fps))
+    return 1
+
+
+@dataclass(kw_only=True)
+class TrainConfig(RunConfig):
     stage: StageConfig
-    data: str = "shapes"
-    images: str | None = None
-    out: str = "runs/stage"
-    steps: int = 1000
-    batch: int = 8
-    lr: float = 3e-4
-    warmup: int = 200
-    lr_decay: str = "constant"  # after warm-up: "constant", or "cosine" down to 0 at `steps`
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    min_snr_gamma: float | None = None  # None: plain v-MSE (the paper); e.g. 5.0 for min-SNR weighting
-    text_dropout: float = 0.1
-    image_fraction: float = 0.0
-    frame_skip: int = 1
-    clip_frames: int = 0  # frames per training item; 0 = the stage's native frame count
-    crop: int = 0  # SSR / TSR: train on random spatial crops of this output size; 0 = whole frames
-    aug_t_max: float = 0.5
-    aug_p_clean: float = 0.1
-    continuation_mix: tuple[float, float, float, float] = (0.5, 0.3, 0.1, 0.1)  # none, prefix, first+last, sparse
-    max_known: int = 8
-    tsr_interpolate_fraction: float = 0.5
-    checkpoint_every: int = 200
-    sample_every: int = 0
-    binding_every: int = 0  # base: log the fast text-binding diagnostic (cascade.binding) every N steps; 0 = never
-    log_every: int = 20
-    seed: int = 0
-    mixed_precision: str = "no"
-    text_encoder: str = "minilm"
-    grad_checkpointing: bool = False
-    init_from: str | None = None  # a stage file whose weights start a new run (fine-tuning); ignored when resuming
-    sample_prompts: tuple[str, ...] = field(
-        default=("a red circle moving right quickly", "a blue square moving up slowly", "a yellow triangle moving left quickly")
+    out: str = setting("runs/stage", "output folder (state.safetensors, stage.safetensors, log.jsonl, samples/)")
+    steps: int = setting(1000, "train up to this step (a resumed run continues to it)")
+    ema_decay: float = setting(0.999, "EMA decay of the exported weights")
+    min_snr_gamma: float | None = setting(None, "min-SNR-gamma loss weighting (default: plain v-MSE, the paper)")
+    text_dropout: float = setting(0.1, "probability of dropping the text (classifier-free guidance)")
+    aug_t_max: float = setting(0.5, "noise conditioning augmentation: largest level (time of the cosine)")
+    aug_p_clean: float = setting(0.1, "noise conditioning augmentation: probability of a clean condition")
+    continuation_mix: tuple[float, float, float, float] = setting(
+        (0.5, 0.3, 0.1, 0.1), "base with continuation: fractions none,prefix,first+last,sparse (e.g. 0.75,0.15,0.05,0.05)"
+    )
+    max_known: int = setting(8, "base with continuation: most known frames of a prefix item")
+    tsr_interpolate_fraction: float = setting(0.5, "TSR: fraction of items in the (N-1)*m+1 frame convention")
+    checkpoint_every: int = setting(200, "steps between resumable checkpoints (0: only at the end)")
+    sample_every: int = setting(0, "steps between sample GIFs (0: never)")
+    binding_every: int = setting(0, "base: log the fast text-binding diagnostic (z of each word, log-SNR -8..-5) every N steps")
+    grad_checkpointing: bool = setting(False, "recompute activations in the backward pass (less memory)")
+    init_from: str | None = setting(None, "start a new run from the weights of this stage file (same role and network)")
+    sample_prompts: tuple[str, ...] = setting(
+        ("a red circle moving right quickly", "a blue square moving up slowly", "a yellow triangle moving left quickly"),
+        "prompts of the sample GIFs",
+        cli=False,
     )
 
     def __post_init__(self) -> None:
         s = self.stage
-        if self.batch < 1 or self.steps < 0:
-            raise ValueError(f"batch must be >= 1 and steps >= 0; received batch={self.batch}, steps={self.steps}.")
-        if not 0 <= self.image_fraction < 1 or not 0 <= self.text_dropout < 1:
-            raise ValueError("image_fraction and text_dropout must be in [0, 1).")
-        if s.role == "tsr" and self.image_fraction:
-            raise ValueError("A TSR stage cannot learn from still images: set image_fraction=0.")
-        frames = self.clip_frames or s.frames
-        if s.role == "tsr" and frames % s.temporal_factor:
-            raise ValueError(f"TSR training clips need a multiple of the factor {s.temporal_factor} frames; received {frames}.")
+        self.check_run()
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0; received steps={self.steps}.")
+        if not 0 <= self.text_dropout < 1:
+            raise ValueError("text_dropout must be in [0, 1).")
+        if self.frame_skip is None:
+            self.frame_skip = default_frame_skip(s, self.data)
+        role = get_role(s.role)
+        role.check_training(self)
         if self.crop:
-            if s.role == "base":
-                raise ValueError("crop is for SR stages (fully convolutional); a base stage trains on whole frames.")
-            m = s.unet.size_multiple * (round(s.spatial_factor) if s.role == "ssr" else 1)
+            m = role.crop_multiple(s)
             if self.crop > min(s.height, s.width) or self.crop % m:
                 raise ValueError(f"crop must be <= {min(s.height, s.width)} and a multiple of {m}; received {self.crop}.")
-        if s.role == "ssr" and s.width / s.spatial_factor != int(s.width / s.spatial_factor):
-            raise ValueError(f"The SSR output width {s.width} must be divisible by its factor {s.spatial_factor}.")
         if abs(sum(self.continuation_mix) - 1) > 1e-6:
             raise ValueError(f"continuation_mix must sum to 1; received {self.continuation_mix}.")
-        if self.lr_decay not in ("constant", "cosine"):
-            raise ValueError(f"lr_decay must be 'constant' or 'cosine'; received {self.lr_decay!r}.")
-        if self.binding_every and (s.role != "base" or not s.text_dim):
+        if self.binding_every and (role.takes_video or not s.text_dim):
             raise ValueError("binding_every (the text-binding diagnostic) is for base stages with text conditioning.")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be no, fp16 or bf16; received {self.mixed_precision!r}.")
 
     def to_json(self) -> str:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -125,29 +169,14 @@ class TrainConfig:
 # --- batches ------------------------------------------------------------------------------------
 
 
-def _to_video(u8: np.ndarray) -> torch.Tensor:
-    """uint8 ``(T, H, W, 3)`` -> float ``(3, T, H, W)`` in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(u8)).permute(3, 0, 1, 2).float() / 127.5 - 1.0
-
-
-def _known_mask(rng: np.random.Generator, frames: int, mix, max_known: int) -> torch.Tensor:
-    kind = rng.choice(4, p=np.asarray(mix, dtype=np.float64))
-    m = torch.zeros(frames)
-    if kind == 1:
-        m[: int(rng.integers(1, min(max_known, frames - 1) + 1))] = 1
-    elif kind == 2:
-        m[0] = m[-1] = 1
-    elif kind == 3:
-        m[torch.from_numpy(rng.random(frames) < 0.25)] = 1
-    return m
-
-
 def build_batch(cfg: TrainConfig, source, index0: int, batch: int, image_source=None) -> dict:
     """Items ``index0 .. index0 + batch - 1``: tensors for the stage plus their captions.
 
-    Returns ``x`` (B, 3, T, H, W) targets, ``cond`` / ``known_mask`` where the role has them,
-    ``video_mask`` (B,), ``captions`` (B lists of T for packed images, else B strings)."""
+    Returns ``x`` (B, 3, T, H, W) targets, the role's inputs (``cascade.roles``: ``low`` for SR
+    stages, ``known`` / ``known_mask`` for a base with continuation), ``video_mask`` (B,) and
+    ``captions`` (B lists of T for packed images, else B strings)."""
     s = cfg.stage
+    role = get_role(s.role)
     frames = cfg.clip_frames or s.frames
     rng = np.random.default_rng([cfg.seed, index0, 99])
     n_img = int(round(batch * cfg.image_fraction))
@@ -157,21 +186,12 @@ def build_batch(cfg: TrainConfig, source, index0: int, batch: int, image_source=
         idx = index0 + i
         if i >= batch - n_img:  # packed independent images: T stills with T captions
             ims = [image_source.image(idx * frames + j, size=s.width) for j in range(frames)]
-            video = torch.stack([_to_video(im[None]) for im, _ in ims], dim=1)[:, :, 0]
+            video = torch.stack([frames_to_video(im[None]) for im, _ in ims], dim=1)[:, :, 0]
             captions.append([c for _, c in ims])
             vmask.append(0.0)
-        elif s.role == "tsr":
-            interp = rng.random() < cfg.tsr_interpolate_fraction
-            n = frames - (s.temporal_factor - 1) if interp else frames
-            u8, cap = source.clip(idx, frames=n, size=s.width, frame_step=cfg.frame_skip)
-            video = _to_video(u8)
-            captions.append(cap)
-            vmask.append(1.0)
-            if interp:  # pad to the batch length by repeating the last frame (its loss is real data too)
-                video = torch.cat([video, video[:, -1:].expand(-1, s.temporal_factor - 1, -1, -1)], dim=1)
         else:
-            u8, cap = source.clip(idx, frames=frames, size=s.width, frame_step=cfg.frame_skip)
-            video = _to_video(u8)
+            u8, cap = role.training_clip(cfg, source, idx, frames, rng)
+            video = frames_to_video(u8)
             captions.append(cap)
             vmask.append(1.0)
         if cfg.crop:
@@ -179,15 +199,7 @@ def build_batch(cfg: TrainConfig, source, index0: int, batch: int, image_source=
             video = video[..., top : top + cfg.crop, left : left + cfg.crop]
         xs.append(video)
     x = torch.stack(xs)
-    out = {"x": x, "video_mask": torch.tensor(vmask), "captions": captions}
-    if s.role == "ssr":
-        low = resize_video(x, (round(x.shape[-2] / s.spatial_factor), round(x.shape[-1] / s.spatial_factor)))
-        out["low"] = low
-    elif s.role == "tsr":
-        out["low"] = x[:, :, :: s.temporal_factor]
-    elif s.continuation:
-        out["known_mask"] = torch.stack([_known_mask(rng, x.shape[2], cfg.continuation_mix, cfg.max_known) for _ in range(batch)])
-    return out
+    return {"x": x, "video_mask": torch.tensor(vmask), "captions": captions, **role.training_inputs(cfg, x, rng)}
 
 
 def flatten_captions(captions: list) -> list[str]:
@@ -200,20 +212,55 @@ def flatten_captions(captions: list) -> list[str]:
 
 
 def conditioning_for(stage: StageConfig, batch: dict, aug_logsnr: torch.Tensor, generator: torch.Generator) -> dict:
-    """Network keyword arguments (``cond``, ``aug_logsnr``) for a batch, with noise augmentation."""
-    x = batch["x"]
-    if stage.role == "ssr":
-        up = resize_video(batch["low"], x.shape[-2:])
-        return {"cond": augment_condition(up, aug_logsnr, generator=generator), "aug_logsnr": aug_logsnr}
-    if stage.role == "tsr":
-        low = augment_condition(batch["low"], aug_logsnr, generator=generator)
-        return {"cond": tsr_condition(low, stage.temporal_factor, "imagen"), "aug_logsnr": aug_logsnr}
-    if stage.continuation:
-        from .conditioning import known_frames_condition
+    """Network keyword arguments (``cond``, ``aug_logsnr``) for a batch, with noise augmentation
+    drawn from ``generator`` (the role builds them, as it does at sampling time)."""
+    return get_role(stage.role).condition(
+        stage, batch, aug_logsnr, lambda video: augment_condition(video, aug_logsnr, generator=generator)
+    )
 
-        known = augment_condition(x, aug_logsnr, generator=generator)
-        return {"cond": known_frames_condition(known, batch["known_mask"]), "aug_logsnr": aug_logsnr}
-    return {}
+
+# --- the optimisation step ------------------------------------------------------------------------
+
+
+class Optimiser:
+    """The one optimisation step of training and distillation: AdamW, a linear warm-up then a
+    constant, cosine or linear schedule over ``total`` steps, gradient clipping, and a skipped
+    update on a non-finite loss, under an ``accelerate`` Accelerator (CPU, GPUs, DDP)."""
+
+    def __init__(self, cfg: RunConfig, net: torch.nn.Module, accelerator, total: int):
+        self.cfg, self.acc, self.total = cfg, accelerator, total
+        self.model = net
+        self.opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay)
+
+    def prepare(self) -> None:
+        """Hand the network and optimiser to accelerate (after any state was loaded into them)."""
+        self.model, self.opt = self.acc.prepare(self.model, self.opt)
+
+    def learning_rate(self, step: int) -> float:
+        cfg = self.cfg
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        done = min(1.0, (step - cfg.warmup) / max(1, self.total - cfg.warmup))
+        if cfg.lr_decay == "cosine":
+            return cfg.lr * 0.5 * (1 + math.cos(math.pi * done))
+        if cfg.lr_decay == "linear":
+            return cfg.lr * (1 - done)
+        return cfg.lr
+
+    def step(self, loss: torch.Tensor, step: int) -> bool:
+        """Backward, clip, update at the scheduled rate; ``False`` (no update) for a non-finite loss."""
+        self.acc.backward(loss)
+        if not torch.isfinite(loss):
+            self.opt.zero_grad(set_to_none=True)
+            return False
+        if self.cfg.grad_clip:
+            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        lr = self.learning_rate(step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return True
 
 
 # --- the trainer --------------------------------------------------------------------------------
@@ -242,13 +289,15 @@ class Trainer:
         self.net = VideoUNet(s.unet)
         self.net.gradient_checkpointing = cfg.grad_checkpointing
         self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+        self.optim = Optimiser(cfg, self.net, self.acc, cfg.steps)
+        self.opt = self.optim.opt
         self.step = 0
         self._resume()
         if self.step == 0 and cfg.init_from:
             self._init_from(cfg.init_from)
         self._origin = self._origin_of(cfg.init_from) if cfg.init_from else ""  # a fine-tune's provenance, for its notes
-        self.model, self.opt = self.acc.prepare(self.net, self.opt)
+        self.optim.prepare()
+        self.model, self.opt = self.optim.model, self.optim.opt
         self.ema.to(self.acc.device)
         self._bins = np.zeros((2, len(_LOSS_BINS) - 1))
 
@@ -395,24 +444,16 @@ class Trainer:
         try:
             per_sample, logsnr = self.loss(batch, self.step)
             loss = per_sample.mean()
-            self.acc.backward(loss)
+            updated = self.optim.step(loss, self.step)
         except torch.OutOfMemoryError as e:
             raise RuntimeError(
                 f"Out of memory at batch {cfg.batch}: lower --batch, add --grad-checkpointing, use --mixed-precision bf16, "
                 f"or train on fewer frames (--clip-frames) / smaller crops (--crop). ({e})"
             ) from None
-        if not torch.isfinite(loss):
-            log.warning("step %d: non-finite loss, skipping the update (logsnr %s)", self.step, logsnr.tolist())
-            self.opt.zero_grad(set_to_none=True)
-        else:
-            if cfg.grad_clip:
-                self.acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            lr = self.learning_rate(self.step)
-            for group in self.opt.param_groups:
-                group["lr"] = lr
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
+        if updated:
             self._update_ema()
+        else:
+            log.warning("step %d: non-finite loss, skipping the update (logsnr %s)", self.step, logsnr.tolist())
         idx = np.clip(np.digitize(logsnr.detach().cpu().numpy(), _LOSS_BINS) - 1, 0, len(_LOSS_BINS) - 2)
         np.add.at(self._bins[0], idx, per_sample.detach().float().cpu().numpy())
         np.add.at(self._bins[1], idx, 1)
@@ -420,14 +461,8 @@ class Trainer:
         return float(loss.detach())
 
     def learning_rate(self, step: int) -> float:
-        """Linear warm-up, then constant or a cosine decay that reaches 0 at ``cfg.steps``."""
-        cfg = self.cfg
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        if cfg.lr_decay == "cosine":
-            span = max(1, cfg.steps - cfg.warmup)
-            return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup) / span)))
-        return cfg.lr
+        """Linear warm-up, then constant or a cosine / linear decay that reaches 0 at ``cfg.steps``."""
+        return self.optim.learning_rate(step)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -503,25 +538,25 @@ class Trainer:
     @torch.no_grad()
     def write_samples(self) -> Path | None:
         """A sample grid from the EMA weights (GIF) at the current step."""
-        from .pipeline import SamplingOptions, generate, upsample_spatial, upsample_temporal
+        from .pipeline import SamplingOptions, generate, upsample
         from .video_io import write_gif
 
         s = self.cfg.stage
         stage = Stage(s, self.ema)
-        opts = SamplingOptions(steps=16, guidance=3.0 if s.role == "base" else 1.0, seed=0)
+        role = get_role(s.role)
+        opts = SamplingOptions(steps=16, guidance=1.0 if role.takes_video else 3.0, seed=0)
         prompts = list(self.cfg.sample_prompts)
         text = self.encoder.encode(prompts).to(self.acc.device) if s.text_dim else None
-        if s.role == "base":
+        if not role.takes_video:
             video = generate(stage, text, options=opts)
         else:
             batch = build_batch(
                 self.cfg.__class__(**{**asdict(self.cfg), "stage": s, "image_fraction": 0.0}), self.source, 10**9, len(prompts)
             )
             text = self.encoder.encode([c if isinstance(c, str) else c[0] for c in batch["captions"]])
-            fn = upsample_spatial if s.role == "ssr" else upsample_temporal
-            video = fn(stage, batch["low"], text, options=opts)
+            video = upsample(stage, batch["low"], text, options=opts)
         grid = torch.cat(list(video.clamp(-1, 1)), dim=-1)  # side by side: (3, T, H, W*B)
-        frames = ((grid.permute(1, 2, 3, 0) + 1) / 2).cpu()
+        frames = video_to_frames(grid).cpu()
         return write_gif(self.out / "samples" / f"step_{self.step:07d}.gif", frames, fps=s.fps, scale=2)
 
 

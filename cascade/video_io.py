@@ -55,7 +55,10 @@ class VideoWriter:
         self.stream = self.container.add_stream(codec, rate=self.fps)
         self.stream.pix_fmt = "rgb8" if codec == "gif" else "yuv420p"
         if codec == "libx264":
-            self.stream.options = {"crf": str(crf)}
+            # no macroblock-tree rate control: with it, x264's AVX-512 code read uninitialised memory
+            # and the same frames gave different files from run to run (pixels off by up to 30 levels);
+            # the same seed must give the same file
+            self.stream.options = {"crf": str(crf), "x264-params": "no-mbtree=1"}
         self.frames_written = 0
         self._size: tuple[int, int] | None = None
 

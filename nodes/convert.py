@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..cascade.frames import frames_to_video, video_to_frames
 from ..cascade.text import TextEmbedding
 
 IMAGEN_KEY = "imagen_video_encoder"
@@ -25,12 +26,12 @@ def image_to_video(images: torch.Tensor, what: str = "images") -> torch.Tensor:
         raise ValueError(f"The {what} input has {c} channels; expected RGB (3) images.")
     if not bool(torch.isfinite(images).all()):
         raise ValueError(f"The {what} input contains NaN or infinite values; check the node that produced it.")
-    return images.float().permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1
+    return frames_to_video(images[..., :3])[None]
 
 
 def video_to_image(video: torch.Tensor, device) -> torch.Tensor:
     """``(1, 3, T, H, W)`` in [-1, 1] -> IMAGE ``[T, H, W, 3]`` in [0, 1] on ``device``."""
-    return ((video[0].permute(1, 2, 3, 0).float() + 1) / 2).clamp(0, 1).to(device)
+    return video_to_frames(video).to(device)
 
 
 def text_to_conditioning(text: TextEmbedding) -> list:

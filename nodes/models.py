@@ -6,13 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ..cascade.roles import require_role
 from ..cascade.stage import Stage
 from . import adapter
 
 MODEL_TYPE = "IMAGEN_VIDEO_MODEL"
 TEXT_ENCODER_TYPE = "IMAGEN_VIDEO_TEXT_ENCODER"
-
-ROLE_NAMES = {"base": "base (text-to-video)", "ssr": "spatial super-resolution (SSR)", "tsr": "temporal super-resolution (TSR)"}
 
 
 @dataclass
@@ -30,12 +29,7 @@ class ImagenVideoModel:
         return self.stage
 
     def require(self, role: str, node: str) -> None:
-        cfg = self.stage.config
-        if cfg.role != role:
-            raise ValueError(
-                f"{node} needs a {ROLE_NAMES[role]} model, but {self.name} is a {cfg.describe()} stage. "
-                f"Connect a loader with a {role.upper() if role != 'base' else 'base'} model file."
-            )
+        require_role(self.stage, role, node)
 
     def describe(self) -> str:
         return f"{self.name}: {self.stage.config.describe()}"

@@ -12,7 +12,17 @@ import uuid
 import numpy as np
 import torch
 
-from ..cascade.pipeline import SR_THRESHOLDING, SamplingOptions, generate, upsample_spatial, upsample_temporal
+from ..cascade.guidance import GuidanceOptions
+from ..cascade.pipeline import (
+    SR_THRESHOLDING,
+    SamplingOptions,
+    check_options,
+    generate,
+    spatial_output_size,
+    upsample_spatial,
+    upsample_temporal,
+)
+from ..cascade.roles import get_role, output_fps
 from ..cascade.samplers import SAMPLERS
 from . import adapter
 from .convert import conditioning_to_text, image_to_video, video_to_image
@@ -140,7 +150,7 @@ def _text(model: ImagenVideoModel, positive, negative):
 
 
 def _check_fps(fps: float) -> float:
-    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+    if not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive number; received {fps!r}.")
     return float(fps)
 
@@ -235,15 +245,9 @@ class ImagenVideoSampler:
         model.require("base", "ImagenVideoSampler")
         fps = _check_fps(fps)
         text, neg = _text(model, positive, negative)
-        opts = SamplingOptions(
-            steps=steps,
-            sampler=sampler_name,
-            guidance=guidance,
-            oscillate=oscillating_guidance,
-            guidance_low=guidance_low,
-            thresholding=thresholding,
-            seed=seed,
-        )
+        guide = GuidanceOptions(guidance, oscillate=oscillating_guidance, w_low=guidance_low, thresholding=thresholding)
+        opts = SamplingOptions(steps=steps, sampler=sampler_name, guidance=guide, seed=seed)
+        check_options(model.stage, opts, neg)
         stage = model.ready()
         video = generate(
             stage, text, frames=frames, height=height, width=width, options=opts, negative=neg, progress=_progress(unique_id)
@@ -320,10 +324,13 @@ class ImagenVideoSpatialSR:
         model.require("ssr", "ImagenVideoSpatialSR")
         video = image_to_video(images)
         text, neg = _text(model, positive, negative)
-        opts = SamplingOptions(
-            steps=steps, guidance=guidance, aug_level=noise_augmentation, seed=seed, thresholding=SR_THRESHOLDING
-        )
+        opts = _sr_options(steps, guidance, noise_augmentation, seed)
         return _result(_run_ssr(model, video, text, neg, scale, opts, window_frames, tile_size, unique_id), None)
+
+
+def _sr_options(steps, guidance, noise_augmentation, seed, sampler="ddim") -> SamplingOptions:
+    guide = GuidanceOptions(guidance, thresholding=SR_THRESHOLDING)
+    return SamplingOptions(steps=steps, sampler=sampler, guidance=guide, aug_level=noise_augmentation, seed=seed)
 
 
 def _auto_tile(h: int, w: int, device: torch.device) -> int:
@@ -335,9 +342,8 @@ def _auto_tile(h: int, w: int, device: torch.device) -> int:
 def _run_ssr(model, video, text, neg, scale, opts, window_frames, tile_size, unique_id):
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale >= 1):
         raise ValueError(f"scale must be >= 1; received {scale!r}.")
-    out_h, out_w = round(video.shape[-2] * scale), round(video.shape[-1] * scale)
-    if out_h * out_w > 8192 * 8192:
-        raise ValueError(f"The output would be {out_w}x{out_h}: too large. Lower the scale.")
+    out_h, out_w = spatial_output_size(model.stage, video.shape[-2:], scale)
+    check_options(model.stage, opts, neg)
     stage = model.ready()
     tile = tile_size or _auto_tile(out_h, out_w, model.device)
     while True:
@@ -424,11 +430,9 @@ class ImagenVideoTemporalSR:
         fps = _check_fps(fps)
         video = image_to_video(images)
         text, neg = _text(model, positive, negative)
-        opts = SamplingOptions(
-            steps=steps, guidance=guidance, aug_level=noise_augmentation, seed=seed, thresholding=SR_THRESHOLDING
-        )
+        opts = _sr_options(steps, guidance, noise_augmentation, seed)
         out = _run_tsr(model, video, text, neg, multiplier, frame_count_mode, opts, window_frames, unique_id)
-        return _result(out, fps * multiplier)
+        return _result(out, output_fps(model.stage.config, fps, multiplier))
 
 
 def _run_tsr(model, video, text, neg, multiplier, mode, opts, window_frames, unique_id):
@@ -436,6 +440,7 @@ def _run_tsr(model, video, text, neg, multiplier, mode, opts, window_frames, uni
         raise ValueError(f"frame_count_mode must be one of {FRAME_COUNT_MODES}; received {mode!r}.")
     if multiplier == 1:
         return video
+    check_options(model.stage, opts, neg)
     stage = model.ready()
     return upsample_temporal(
         stage,
@@ -528,22 +533,19 @@ class ImagenVideoDistilledSampler:
                 f"{model.name} is not a distilled student. Use ImagenVideoSampler / ImagenVideoSpatialSR / ImagenVideoTemporalSR "
                 "for undistilled stages, or load a *_distilled_*.safetensors file here."
             )
-        if steps not in cfg.distillation.steps:
-            raise ValueError(
-                f"{model.name} was distilled for {'/'.join(map(str, cfg.distillation.steps))} steps; received {steps}. Set steps accordingly."
-            )
         fps = _check_fps(fps)
         text, _ = _text(model, positive, None)
-        thresholding = "dynamic" if cfg.role == "base" else SR_THRESHOLDING
+        takes_video = get_role(cfg.role).takes_video
+        thresholding = SR_THRESHOLDING if takes_video else "dynamic"
         opts = SamplingOptions(
             steps=steps,
             sampler=sampler_name,
-            guidance=guidance,
+            guidance=GuidanceOptions(guidance, thresholding=thresholding),
             aug_level=noise_augmentation,
             seed=seed,
-            thresholding=thresholding,
         )
-        if cfg.role == "base":
+        check_options(model.stage, opts)  # the student's step counts and guidance range, before any work
+        if not takes_video:
             video = generate(
                 model.ready(), text, frames=frames, height=height, width=width, options=opts, progress=_progress(unique_id)
             )
@@ -553,4 +555,5 @@ class ImagenVideoDistilledSampler:
         video = image_to_video(images)
         if cfg.role == "ssr":
             return _result(_run_ssr(model, video, text, None, scale, opts, 16, 0, unique_id), fps)
-        return _result(_run_tsr(model, video, text, None, multiplier, frame_count_mode, opts, 32, unique_id), fps * multiplier)
+        out = _run_tsr(model, video, text, None, multiplier, frame_count_mode, opts, 32, unique_id)
+        return _result(out, output_fps(cfg, fps, multiplier))

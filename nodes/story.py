@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..cascade.pipeline import SR_THRESHOLDING, SamplingOptions
+from ..cascade.frames import video_to_frames
+from ..cascade.guidance import GuidanceOptions
+from ..cascade.pipeline import SR_THRESHOLDING, SamplingOptions, check_options
+from ..cascade.roles import output_fps
 from ..cascade.samplers import SAMPLERS
 from ..cascade.story import StoryOptions, parse_story, run_story, story_base_frames
 from ..cascade.video_io import VideoWriter
@@ -104,6 +107,7 @@ class ImagenVideoStory:
         cfg = model.stage.config
         opts = SamplingOptions(steps=steps, sampler=sampler_name, guidance=guidance, seed=seed)
         story_opts = _story_options(context_frames, transition, transition_frames, cfg.frames)
+        check_options(model.stage, opts)
         stage = model.ready()
         total = sum(s.frames for s in scenes)
         bar = adapter.Progress(total, unique_id)
@@ -145,7 +149,11 @@ class ImagenVideoStoryToVideo:
                 "sr_steps": ("INT", {"default": 16, "min": 1, "max": 1000, "tooltip": "Sampling steps of the TSR / SSR stages."}),
                 "sr_guidance": (
                     "FLOAT",
-                    {**GUIDANCE[1], "default": 0.0, "tooltip": "Guidance weight w of the TSR / SSR stages (0: one evaluation per step)."},
+                    {
+                        **GUIDANCE[1],
+                        "default": 0.0,
+                        "tooltip": "Guidance weight w of the TSR / SSR stages (0: one evaluation per step).",
+                    },
                 ),
                 "filename_prefix": (
                     "STRING",
@@ -186,19 +194,17 @@ class ImagenVideoStoryToVideo:
         if ssr_model is not None:
             ssr_model.require("ssr", "ImagenVideoStoryToVideo (ssr_model)")
         scenes = _scenes(story, fps, seconds_per_scene)
-        base_opts = SamplingOptions(steps=steps, sampler=sampler_name, guidance=guidance, seed=seed)
+        base_opts = SamplingOptions(steps=steps, sampler=sampler_name, guidance=guidance)
         sr_opts = SamplingOptions(
-            steps=sr_steps, sampler=sampler_name, guidance=sr_guidance, seed=seed + 1, thresholding=SR_THRESHOLDING
+            steps=sr_steps, sampler=sampler_name, guidance=GuidanceOptions(sr_guidance, thresholding=SR_THRESHOLDING)
         )
         options = {"base": base_opts, "tsr": sr_opts, "ssr": sr_opts}
-        for m, n in ((model, steps), (tsr_model, sr_steps), (ssr_model, sr_steps)):  # refuse before any work
-            if m is not None and m.stage.config.is_distilled and n not in m.stage.config.distillation.steps:
-                raise ValueError(
-                    f"{m.name} was distilled for {'/'.join(map(str, m.stage.config.distillation.steps))} steps; received {n}."
-                )
+        for m, key in ((model, "base"), (tsr_model, "tsr"), (ssr_model, "ssr")):  # refuse before any work
+            if m is not None:
+                check_options(m.stage, options[key])
         story_opts = _story_options(context_frames, transition, transition_frames, model.stage.config.frames)
-        factor = tsr_model.stage.config.temporal_factor if tsr_model is not None else 1
-        out_fps = float(fps) * factor
+        out_fps = output_fps(tsr_model.stage.config, fps) if tsr_model is not None else float(fps)
+        factor = round(out_fps / float(fps))
         path = adapter.output_video_path(filename_prefix)
         total = sum(s.frames for s in scenes) * factor
         bar = adapter.Progress(total, unique_id)
@@ -207,7 +213,7 @@ class ImagenVideoStoryToVideo:
         with VideoWriter(path, out_fps) as writer:
 
             def sink(frames, scene):
-                images = ((frames[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
+                images = video_to_frames(frames)
                 writer.write(images)
                 last["frames"] = images[-1:].cpu()
                 bar.update(writer.frames_written)
@@ -222,6 +228,7 @@ class ImagenVideoStoryToVideo:
                 story=story_opts,
                 sink=sink,
                 progress=lambda *_: adapter.check_interrupt(),
+                seed=seed,
             )
         h, w = last["frames"].shape[1:3]
         subfolder = str(path.parent.relative_to(adapter.output_directory()))

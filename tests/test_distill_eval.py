@@ -89,13 +89,15 @@ def test_distill_writes_students_that_record_what_they_were_distilled_for(tmp_pa
 
 
 def test_distillation_clips_default_to_the_teachers_training_frame_rate(tmp_path):
+    """Clips play at the teacher's frame rate: the shapes renderer's 8 fps reference rate over the
+    stage's fps (the demo base at 4 fps sees every 2nd frame, the SR stages at 8 fps every frame)."""
     from cascade.distill import _Distiller
 
-    for role, expected in (("base", 2), ("tsr", 1)):
-        minilm_stage(role).save(tmp_path / f"{role}.safetensors")
-        d = _Distiller(DistillConfig(teacher=str(tmp_path / f"{role}.safetensors"), out=str(tmp_path / role)))
-        assert d.data_cfg.frame_skip == expected  # the base sees every 2nd frame in training, so must its student
-    d = _Distiller(DistillConfig(teacher=str(tmp_path / "base.safetensors"), out=str(tmp_path / "b3"), frame_skip=3))
+    for role, fps, expected in (("base", 4.0, 2), ("tsr", 8.0, 1), ("base", 2.0, 4)):
+        minilm_stage(role, fps=fps).save(tmp_path / f"{role}{fps}.safetensors")
+        d = _Distiller(DistillConfig(teacher=str(tmp_path / f"{role}{fps}.safetensors"), out=str(tmp_path / role)))
+        assert d.data_cfg.frame_skip == expected
+    d = _Distiller(DistillConfig(teacher=str(tmp_path / "base4.0.safetensors"), out=str(tmp_path / "b3"), frame_skip=3))
     assert d.data_cfg.frame_skip == 3
 
 

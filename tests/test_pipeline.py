@@ -2,6 +2,7 @@ import pytest
 import torch
 from helpers import tiny_stage
 
+from cascade.guidance import GuidanceOptions
 from cascade.pipeline import SamplingOptions, frame_noise, generate, upsample_spatial, upsample_temporal
 from cascade.text import TextEmbedding
 
@@ -30,10 +31,19 @@ def test_generate_is_deterministic_in_the_seed():
 
 @pytest.mark.parametrize("sampler", ["ddim", "ancestral", "distilled_stochastic"])
 def test_all_samplers_and_guidance_modes(sampler):
+    """Oscillating guidance reaches every sampler: w_high for the first const_steps steps, then
+    alternating w_low / w_high; with w_low = 0 the unconditional branch runs only on w_high steps."""
     stage = tiny_stage("base")
-    opts = SamplingOptions(steps=4, sampler=sampler, guidance=5.0, oscillate=True, thresholding="static")
-    out = generate(stage, txt(), frames=6, height=16, width=8, options=opts)
+    batches = []
+    stage.net.register_forward_pre_hook(lambda mod, args: batches.append(args[0].shape[0]))
+    guide = GuidanceOptions(5.0, oscillate=True, w_low=0.0, const_steps=1, thresholding="static")
+    out = generate(stage, txt(), frames=6, height=16, width=8, options=SamplingOptions(steps=4, sampler=sampler, guidance=guide))
     assert out.shape == (1, 3, 6, 16, 8) and torch.isfinite(out).all()
+    assert batches == [2, 1, 2, 1]  # cond+uncond, cond only (w_low = 0), cond+uncond, cond only
+    constant = generate(
+        stage, txt(), frames=6, height=16, width=8, options=SamplingOptions(steps=4, sampler=sampler, guidance=5.0)
+    )
+    assert not torch.allclose(out, constant)
 
 
 def test_progress_counts_every_evaluation_and_can_cancel():
@@ -64,7 +74,7 @@ def test_bad_inputs_are_clear():
         SamplingOptions(steps=0)
     with pytest.raises(ValueError, match="trained with test-encoder text encoder of width 8"):
         generate(base, txt(width=16), options=FAST)
-    with pytest.raises(ValueError, match="needs a ssr stage"):
+    with pytest.raises(ValueError, match="needs a spatial super-resolution"):
         upsample_spatial(base, torch.zeros(1, 3, 2, 8, 8), txt(), options=FAST)
     ssr = tiny_stage("ssr")
     bad = torch.zeros(1, 3, 2, 8, 8)
@@ -180,7 +190,7 @@ def test_denoise_below_one_starts_sr_from_the_noised_input(monkeypatch):
         return target
 
     monkeypatch.setattr(type(ssr), "denoiser", lambda self: oracle)
-    opts = SamplingOptions(steps=4, guidance=0.0, thresholding="none", denoise=0.4)
+    opts = SamplingOptions(steps=4, guidance=GuidanceOptions(0.0, thresholding="none"), denoise=0.4)
     out = upsample_spatial(ssr, low, txt(), options=opts)
     assert torch.allclose(out, target, atol=1e-6)
     s0 = ssr.config.schedule.vesigma(0.4).item()
@@ -191,7 +201,7 @@ def test_denoise_below_one_starts_sr_from_the_noised_input(monkeypatch):
     video = torch.rand(1, 3, 3, 8, 8) * 2 - 1
     first = []
     monkeypatch.setattr(type(tsr), "denoiser", lambda self: lambda x, sigma, **kw: first.append(x.clone()) or x * 0)
-    upsample_temporal(tsr, video, txt(), options=SamplingOptions(steps=2, guidance=0.0, denoise=0.05, thresholding="none"))
+    upsample_temporal(tsr, video, txt(), options=SamplingOptions(steps=2, guidance=GuidanceOptions(0.0, thresholding="none"), denoise=0.05))
     rep = tsr_condition(video, 2)[:, :3]
     assert (first[0] - rep).abs().mean() < 0.1 < (first[0] - rep.roll(1, dims=2)).abs().mean()  # starts at the repeated frames
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from helpers import tiny_stage
 
+from cascade.guidance import GuidanceOptions
 from cascade.pipeline import SamplingOptions, upsample_spatial
 from cascade.story import Scene, StoryOptions, StreamingSR, parse_story, plan_windows, run_story, story_base_frames
 from cascade.text import TextEmbedding
@@ -131,7 +132,7 @@ def test_streaming_sr_matches_one_pass_for_a_frame_local_model():
             torch.nn.init.zeros_(m.conv.bias)
     video = torch.rand(1, 3, 23, 4, 4) * 2 - 1
     text = enc(["x"])
-    opts = SamplingOptions(steps=3, guidance=2.0, seed=3, thresholding="none")  # dynamic thresholding is per chunk
+    opts = SamplingOptions(steps=3, guidance=GuidanceOptions(2.0, thresholding="none"), seed=3)  # dynamic thresholding is per chunk
     full = upsample_spatial(ssr, video, text, options=opts, window=0)
     stream = StreamingSR(ssr, lambda i: text, opts, chunk=8, overlap=3)
     outs = []
@@ -224,3 +225,87 @@ def test_memory_does_not_grow_with_story_length(tmp_path):
     growth_long = res[12]["peak_kb"] - res[12]["before_kb"]
     growth_short = res[2]["peak_kb"] - res[2]["before_kb"]
     assert growth_long <= growth_short + 8 * 1024, res  # no growth beyond allocator noise (8 MiB)
+
+
+def test_story_windows_sample_through_generate_with_every_option(monkeypatch):
+    """Each window is one generate() call with the story's options (oscillating guidance reaches
+    it), its known frames and an absolute frame offset, so the story seed alone decides the story."""
+    import cascade.story as story_mod
+
+    calls = []
+    real = story_mod.generate
+
+    def spy(stage, text, **kw):
+        calls.append(kw)
+        return real(stage, text, **kw)
+
+    monkeypatch.setattr(story_mod, "generate", spy)
+    base = tiny_stage("base", continuation=True)
+    guide = GuidanceOptions(3.0, oscillate=True, w_low=0.0, const_steps=1)
+    opts = SamplingOptions(steps=4, sampler="ancestral", guidance=guide, seed=5)
+    scenes = [Scene("a", 10), Scene("b", 6)]
+    plan = plan_windows(scenes, window=6, context=2)
+    batches = []
+    hook = base.net.register_forward_pre_hook(lambda mod, args: batches.append(args[0].shape[0]))
+    out = list(story_base_frames(base, scenes, enc, options=opts, story=StoryOptions(window=6, context=2, context_noise=0.1)))
+    hook.remove()
+    assert len(calls) == len(plan) and [c["frame_offset"] for c in calls] == [w.start - w.context for w in plan]
+    assert all(c["options"].guidance == guide and c["options"].sampler.name == "ancestral" for c in calls)
+    assert all(c["options"].seed == 5 and c["options"].aug_level == 0.1 for c in calls)
+    assert batches == [2, 1, 2, 1] * len(plan)  # the oscillation happens inside every window
+    again = list(story_base_frames(base, scenes, enc, options=opts, story=StoryOptions(window=6, context=2, context_noise=0.1)))
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(out, again))
+    other = list(
+        story_base_frames(
+            base, scenes, enc, options=opts.for_stage(6, "base"), story=StoryOptions(window=6, context=2, context_noise=0.1)
+        )
+    )
+    assert not torch.equal(out[0][0], other[0][0])
+
+
+def test_blended_scene_change_uses_both_prompts_per_frame():
+    from cascade.guidance import FramePrompts
+
+    base = tiny_stage("base", continuation=True)
+    scenes = [Scene("a", 6), Scene("b", 6)]
+    cut = list(story_base_frames(base, scenes, enc, options=FAST, story=StoryOptions(window=6, context=2)))
+    blend = list(
+        story_base_frames(
+            base, scenes, enc, options=FAST, story=StoryOptions(window=6, context=2, transition="blend", transition_frames=8)
+        )
+    )
+    assert torch.equal(cut[0][0], blend[0][0])  # the first scene is the same
+    assert not torch.equal(cut[1][0], blend[1][0])  # the change window blends the two prompts
+    with pytest.raises(ValueError, match="sum to 1"):
+        FramePrompts((enc(["a"]), enc(["b"])), torch.full((2, 6), 0.7))
+
+
+def test_story_refuses_bad_options_before_any_work():
+    base = tiny_stage("base", continuation=True)
+    calls = []
+    base.net.register_forward_pre_hook(lambda *a: calls.append(1))
+    with pytest.raises(ValueError, match="option of SR stages"):
+        next(story_base_frames(base, [Scene("a", 6)], enc, options=SamplingOptions(steps=2, denoise=0.5)))
+    student = tiny_stage("base", distilled=True, continuation=True)
+    with pytest.raises(ValueError, match="distilled for 4/2 steps"):
+        run_story([Scene("a", 6)], base=student, encode=enc, options={"base": FAST}, sink=lambda f, s: None)
+    assert not calls
+
+
+def test_story_cli_seed_gives_the_same_video_byte_for_byte(tmp_path):
+    """`python -m cascade story --seed`: the same seed and story give the same file; another seed another."""
+    outs = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        path = tmp_path / f"{name}.mp4"
+        r = subprocess.run(
+            [sys.executable, "-m", "cascade", "story", "a red circle moving right | 2s", "-o", str(path)]
+            + ["--fast", "--base-only", "--seed", str(seed)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs[name] = path.read_bytes()
+    assert outs["a"] == outs["b"] and outs["a"] != outs["c"]

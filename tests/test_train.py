@@ -154,8 +154,10 @@ def test_learning_rate_warms_up_then_decays_to_zero(tmp_path):
     assert lrs[55] == pytest.approx(5e-4)  # halfway through the decay
     const = Trainer(train_cfg(tmp_path / "c", steps=100, warmup=10, lr=1e-3), encoder=TinyEncoder())
     assert const.learning_rate(99) == 1e-3
+    linear = Trainer(train_cfg(tmp_path / "l", steps=100, warmup=10, lr=1e-3, lr_decay="linear"), encoder=TinyEncoder())
+    assert linear.learning_rate(55) == pytest.approx(5e-4) and linear.learning_rate(100) == pytest.approx(0, abs=1e-12)
     with pytest.raises(ValueError, match="lr_decay"):
-        train_cfg(tmp_path, lr_decay="linear")
+        train_cfg(tmp_path, lr_decay="exponential")
 
 
 def test_init_from_starts_a_run_from_a_stage_file(tmp_path):
@@ -229,7 +231,16 @@ def test_video_folder_all_too_short(tmp_path):
 def test_train_on_a_video_folder(tmp_path):
     root = make_video_folder(tmp_path / "vids", frames=12)
     cfg = train_cfg(tmp_path, data=str(root), frame_skip=2)
-    Trainer(cfg, encoder=TinyEncoder()).run(steps=2)
+    tr = Trainer(cfg, encoder=TinyEncoder())
+    batch = tr.make_batch(0)
+    captions = {(root / f"clip{i}.txt").read_text() for i in range(3)}
+    assert set(batch["captions"]) <= captions and batch["x"].shape == (2, 3, 4, 8, 8)  # clips of the folder, resized
+    assert batch["x"].std() > 0.05  # real frames, not blank padding
+    last = tr.run(steps=2)
+    assert tr.step == 2 and np.isfinite(last["loss"])
+    log = [json.loads(x) for x in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2]
+    assert load_stage(Path(cfg.out) / "stage.safetensors").config.notes.startswith(f"trained 2 steps on {root}")
 
 
 def _cli(*args, env_extra=None, **kw):

@@ -25,6 +25,7 @@ __all__ = [
     "DIRECTIONS",
     "HELD_OUT",
     "SHAPES",
+    "REFERENCE_FPS",
     "SPEEDS",
     "Attributes",
     "all_attributes",
@@ -44,6 +45,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 SHAPES = ("circle", "square", "triangle")
 DIRECTIONS: dict[str, tuple[float, float]] = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 SPEEDS: dict[str, float] = {"slowly": 0.010, "quickly": 0.025}  # fraction of the frame per reference frame
+REFERENCE_FPS = 8.0  # the reference frame rate: the demo cascade's final rate
 BACKGROUND = (0.07, 0.07, 0.09)
 
 # (colour, shape, direction) triples never shown in training: 6 of 60 (10 %); every colour, shape
