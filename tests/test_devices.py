@@ -25,7 +25,7 @@ class Watch:
         net.conv_in.register_forward_pre_hook(self.conv)
 
     def _check(self, name, t):
-        dev, dt = self.stage.device, self.stage.dtype
+        dev = self.stage.device
         if isinstance(t, TextEmbedding):
             for part in ("tokens", "mask", "pooled"):
                 self._check(f"{name}.{part}", getattr(t, part))
@@ -81,7 +81,9 @@ def test_every_sampling_path_stays_on_the_stage_device_and_dtype(device, dtype):
 
     student, w = _stage("base", device, dtype, distilled=True)
     watches.append(w)
-    outputs.append(generate(student, text(device), options=SamplingOptions(steps=2, sampler="distilled_stochastic", guidance=2.0)))
+    outputs.append(
+        generate(student, text(device), options=SamplingOptions(steps=2, sampler="distilled_stochastic", guidance=2.0))
+    )
 
     story = []
     run_story(

@@ -201,7 +201,9 @@ def test_denoise_below_one_starts_sr_from_the_noised_input(monkeypatch):
     video = torch.rand(1, 3, 3, 8, 8) * 2 - 1
     first = []
     monkeypatch.setattr(type(tsr), "denoiser", lambda self: lambda x, sigma, **kw: first.append(x.clone()) or x * 0)
-    upsample_temporal(tsr, video, txt(), options=SamplingOptions(steps=2, guidance=GuidanceOptions(0.0, thresholding="none"), denoise=0.05))
+    upsample_temporal(
+        tsr, video, txt(), options=SamplingOptions(steps=2, guidance=GuidanceOptions(0.0, thresholding="none"), denoise=0.05)
+    )
     rep = tsr_condition(video, 2)[:, :3]
     assert (first[0] - rep).abs().mean() < 0.1 < (first[0] - rep.roll(1, dims=2)).abs().mean()  # starts at the repeated frames
 

@@ -10,8 +10,8 @@ import torch
 from helpers import tiny_unet
 from test_train import TinyEncoder
 
-from cascade.config import StageConfig
 from cascade.conditioning import resize_video
+from cascade.config import StageConfig
 from cascade.pipeline import SamplingOptions, transform, upsample
 from cascade.roles import Role, get_role, output_fps, register_role, role_names, unregister_role
 from cascade.stage import load_stage
@@ -91,7 +91,12 @@ def test_unknown_roles_and_duplicates_are_refused(restore_role):
         register_role(RestoreRole())
     with pytest.raises(ValueError, match="identifier"):
         register_role(type("Bad", (Role,), {"name": "no name"})())
-    assert get_role("tsr").describe(StageConfig(role="tsr", unet=tiny_unet(cond_channels=4, aug_cond=True), text_dim=8, temporal_factor=4)) == "TSR x4"
+    assert (
+        get_role("tsr").describe(
+            StageConfig(role="tsr", unet=tiny_unet(cond_channels=4, aug_cond=True), text_dim=8, temporal_factor=4)
+        )
+        == "TSR x4"
+    )
 
 
 def test_output_fps_is_the_roles_rule():

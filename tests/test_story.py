@@ -132,7 +132,9 @@ def test_streaming_sr_matches_one_pass_for_a_frame_local_model():
             torch.nn.init.zeros_(m.conv.bias)
     video = torch.rand(1, 3, 23, 4, 4) * 2 - 1
     text = enc(["x"])
-    opts = SamplingOptions(steps=3, guidance=GuidanceOptions(2.0, thresholding="none"), seed=3)  # dynamic thresholding is per chunk
+    opts = SamplingOptions(
+        steps=3, guidance=GuidanceOptions(2.0, thresholding="none"), seed=3
+    )  # dynamic thresholding is per chunk
     full = upsample_spatial(ssr, video, text, options=opts, window=0)
     stream = StreamingSR(ssr, lambda i: text, opts, chunk=8, overlap=3)
     outs = []
