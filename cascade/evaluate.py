@@ -21,22 +21,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .conditioning import resize_video
 from .data.captions import phrase
-from .data.detector import detect
-from .data.shapes import HELD_OUT, Attributes, all_attributes, caption, render_clip
-from .frames import video_to_frames
+from .data.shapes import Attributes, all_attributes, caption, render_clip
+from .frames import frames_to_video
+from .metrics import (
+    adherence,
+    bicubic_upscale,
+    blend_frames,
+    inserted_indices,
+    merge_adherence,
+    psnr,
+    repeat_frames,
+    ssim,
+)
 from .pipeline import SamplingOptions, generate, upsample_spatial, upsample_temporal
+from .report import merge, report
 from .run import DEFAULT_OPTIONS, FAST_OPTIONS
 from .stage import Stage, load_stage
 from .text import load_text_encoder
 
-__all__ = ["EvalConfig", "evaluate", "psnr", "ssim"]
+__all__ = ["EvalConfig", "evaluate", "merge", "psnr", "report", "ssim"]
 
 log = logging.getLogger(__name__)
-ATTRS = ("colour", "shape", "direction", "speed")
 # seen / held_out: training / held-out (colour, shape, direction) combinations, worded with the
 # canonical caption; train_phrasing / held_out_phrasing: training combinations worded with random
 # training phrasings / with held-out templates and words never used in training (data.captions)
@@ -65,30 +73,6 @@ class EvalConfig:
     cache: str | None = None  # folder shared by runs split over processes: base videos computed once
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of videos in [0, 1] (averaged MSE over everything)."""
-    mse = F.mse_loss(a.float(), b.float()).item()
-    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean SSIM (Gaussian window 7, sigma 1.5) over frames and channels of ``(B, 3, T, H, W)`` in [0, 1]."""
-    x = a.float().transpose(1, 2).reshape(-1, 1, *a.shape[-2:])
-    y = b.float().transpose(1, 2).reshape(-1, 1, *b.shape[-2:])
-    g = torch.exp(-((torch.arange(7) - 3) ** 2) / (2 * 1.5**2))
-    w = (g[:, None] * g[None]) / (g.sum() ** 2)
-    w = w[None, None]
-
-    def blur(z):
-        return F.conv2d(z, w, padding=3)
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return float(s.mean())
-
-
 def _prompts(split: str, n: int, seed: int) -> list[Attributes]:
     """``n`` attribute combinations of ``split``, spread over the whole pool: consecutive random
     permutations of it, cut at ``n`` (so ``n < len(pool)`` is a uniform sample without repeats,
@@ -99,25 +83,6 @@ def _prompts(split: str, n: int, seed: int) -> list[Attributes]:
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-n // len(pool)))])[:n]
     return [pool[i] for i in order]
-
-
-def _score(videos: torch.Tensor, attrs: list[Attributes], frame_step: int) -> dict:
-    """Detector accuracy for ``videos`` (B, 3, T, H, W) in [-1, 1]."""
-    hits = {k: 0 for k in ATTRS}
-    all_ok = 0
-    for v, a in zip(videos, attrs):
-        d = detect(video_to_frames(v).numpy(), frame_step=frame_step)
-        ok = [x == y for x, y in zip(d.as_tuple(), a.as_tuple())]
-        for k, o in zip(ATTRS, ok):
-            hits[k] += o
-        all_ok += all(ok)
-    n = len(attrs)
-    return {**{k: hits[k] / n for k in ATTRS}, "all": all_ok / n, "n": n}
-
-
-def _merge(parts: list[dict]) -> dict:
-    n = sum(p["n"] for p in parts)
-    return {**{k: sum(p[k] * p["n"] for p in parts) / n for k in (*ATTRS, "all")}, "n": n}
 
 
 class _Evaluator:
@@ -145,6 +110,13 @@ class _Evaluator:
             self.stages[key] = load_stage(path)
         return self.stages[key]
 
+    def frame_step(self, key: str) -> int:
+        """Reference frames per frame of the stage's output (the base at 4 fps shows every 2nd)."""
+        from .train import default_frame_skip
+
+        stage = self.stage(key)
+        return default_frame_skip(stage.config, "shapes") if stage is not None else 1
+
     def text(self, attrs, captions: list[str] | None = None):
         """Text embeddings of ``captions`` (default: the canonical caption of each of ``attrs``)."""
         if self.encoder is None:
@@ -166,17 +138,10 @@ class _Evaluator:
                 attrs = _prompts(split, self.cfg.samples, self.cfg.seed)
                 rng = np.random.default_rng(self.cfg.seed + 1)
                 vids = torch.stack(
-                    [
-                        torch.from_numpy(render_clip(a, frames=frames, size=size, rng=rng, frame_step=step))
-                        .permute(3, 0, 1, 2)
-                        .float()
-                        / 127.5
-                        - 1
-                        for a in attrs
-                    ]
+                    [frames_to_video(render_clip(a, frames=frames, size=size, rng=rng, frame_step=step)) for a in attrs]
                 )
-                per.append(_score(vids, attrs, step))
-            out[name] = _merge(per)
+                per.append(adherence(vids, attrs, step))
+            out[name] = merge_adherence(per)
         return out
 
     def base_videos(self, stage: Stage, attrs, options: SamplingOptions, seed0: int, captions=None) -> torch.Tensor:
@@ -238,14 +203,14 @@ class _Evaluator:
             res[f"w={w:g}"] = {}
             for split in ("seen", "held_out"):
                 vids, attrs, seconds = self.split_videos("base", DEFAULT_OPTIONS["base"].with_w(w), split)
-                res[f"w={w:g}"][split] = {**_score(vids, attrs, 2), "seconds": round(seconds, 1)}
+                res[f"w={w:g}"][split] = {**adherence(vids, attrs, self.frame_step("base")), "seconds": round(seconds, 1)}
                 if w == DEFAULT_OPTIONS["base"].guidance.w:
                     self._save_grid(vids[:8], attrs[:8], f"base_{split}.png")
                 log.info("base w=%g %s: %s", w, split, res[f"w={w:g}"][split])
             if w == DEFAULT_OPTIONS["base"].guidance.w:  # wording the model never saw, at the default guidance
                 for split in PHRASING_SPLITS:
                     vids, attrs, seconds = self.split_videos("base", DEFAULT_OPTIONS["base"].with_w(w), split)
-                    res[f"w={w:g}"][split] = {**_score(vids, attrs, 2), "seconds": round(seconds, 1)}
+                    res[f"w={w:g}"][split] = {**adherence(vids, attrs, self.frame_step("base")), "seconds": round(seconds, 1)}
                     log.info("base w=%g %s: %s", w, split, res[f"w={w:g}"][split])
         self.nfe["base teacher"] = DEFAULT_OPTIONS["base"].steps * 2
         return res
@@ -253,10 +218,7 @@ class _Evaluator:
     def gt_clips(self, n: int, frames: int, size: int, split: str = "seen") -> tuple[torch.Tensor, list[Attributes]]:
         attrs = _prompts(split, n, self.cfg.seed + 7)
         rng = np.random.default_rng(self.cfg.seed + 8)
-        vids = [
-            torch.from_numpy(render_clip(a, frames=frames, size=size, rng=rng)).permute(3, 0, 1, 2).float() / 127.5 - 1
-            for a in attrs
-        ]
+        vids = [frames_to_video(render_clip(a, frames=frames, size=size, rng=rng)) for a in attrs]
         return torch.stack(vids), attrs
 
     def ssr(self, key: str = "ssr", options: SamplingOptions | None = None) -> dict:
@@ -269,23 +231,23 @@ class _Evaluator:
         options = options or DEFAULT_OPTIONS["ssr"]
         if (key, options) in self._sr_cache:
             return self._sr_cache[(key, options)]
+        f = stage.config.spatial_factor
         gt, attrs = self.gt_clips(self.cfg.samples, 16, stage.config.width)
-        low = resize_video(gt, (gt.shape[-2] // 2, gt.shape[-1] // 2))
+        low = resize_video(gt, (round(gt.shape[-2] / f), round(gt.shape[-1] / f)))
         outs = []
         for i, chunk in self.batches(attrs):
             outs.append(
                 upsample_spatial(
-                    stage, low[i : i + len(chunk)], self.text(chunk), options=replace(options, seed=self.cfg.seed + i)
+                    stage,
+                    low[i : i + len(chunk)],
+                    self.text(chunk),
+                    size=tuple(gt.shape[-2:]),
+                    options=replace(options, seed=self.cfg.seed + i),
                 )
             )
         out = torch.cat(outs)
         u = lambda v: ((v + 1) / 2).clamp(0, 1)  # noqa: E731
-        frames = low.transpose(1, 2).reshape(-1, 3, *low.shape[-2:])
-        bicubic = (
-            F.interpolate(frames, scale_factor=2, mode="bicubic", align_corners=False)
-            .reshape(*low.shape[:1], low.shape[2], 3, *gt.shape[-2:])
-            .transpose(1, 2)
-        )
+        bicubic = bicubic_upscale(low, gt.shape[-2:])
         bilinear = resize_video(low, gt.shape[-2:])
         res = {
             "psnr": psnr(u(out), u(gt)),
@@ -312,8 +274,9 @@ class _Evaluator:
         options = options or DEFAULT_OPTIONS["tsr"]
         if (key, options) in self._sr_cache:
             return self._sr_cache[(key, options)]
-        gt, attrs = self.gt_clips(self.cfg.samples, 31, stage.config.width)
-        low = gt[:, :, ::2]  # 16 frames; the 15 odd frames are to be inserted
+        f = stage.config.temporal_factor
+        gt, attrs = self.gt_clips(self.cfg.samples, 15 * f + 1, stage.config.width)
+        low = gt[:, :, ::f]  # 16 frames; the 15 * (f - 1) frames between them are to be inserted
         outs = []
         for i, chunk in self.batches(attrs):
             outs.append(
@@ -327,13 +290,11 @@ class _Evaluator:
             )
         out = torch.cat(outs)
         u = lambda v: ((v + 1) / 2).clamp(0, 1)  # noqa: E731
-        odd = slice(1, None, 2)
-        repeat = low[:, :, :-1]
-        blend = (low[:, :, :-1] + low[:, :, 1:]) / 2
+        odd = inserted_indices(gt.shape[2], f)
         res = {
             "psnr_inserted": psnr(u(out[:, :, odd]), u(gt[:, :, odd])),
-            "repeat_psnr_inserted": psnr(u(repeat), u(gt[:, :, odd])),
-            "blend_psnr_inserted": psnr(u(blend), u(gt[:, :, odd])),
+            "repeat_psnr_inserted": psnr(u(repeat_frames(low, f)), u(gt[:, :, odd])),
+            "blend_psnr_inserted": psnr(u(blend_frames(low, f)), u(gt[:, :, odd])),
             "psnr_all": psnr(u(out), u(gt)),
             "n": len(attrs),
         }
@@ -361,8 +322,8 @@ class _Evaluator:
             seconds += time.time() - t0
             final = torch.cat(finals)
             res[split] = {
-                "cascade": _score(final, attrs, 1),
-                "base": _score(base, attrs, 2),
+                "cascade": adherence(final, attrs, 1),
+                "base": adherence(base, attrs, self.frame_step(keys[0])),
                 "seconds_per_video": round(seconds / len(attrs), 2),
             }
             if split == "seen":
@@ -405,8 +366,8 @@ class _Evaluator:
             "steps": t_opts.steps,
             "sampler": t_opts.sampler.name,
             "nfe_per_video": (2 if t_opts.guidance.w else 1) * t_opts.steps,
-            "seen": _score(t_seen, attrs, 2),
-            "held_out": _score(t_held, held, 2),
+            "seen": adherence(t_seen, attrs, self.frame_step("base")),
+            "held_out": adherence(t_held, held, self.frame_step("base")),
         }
         students = {8: student}
         extra = Path(self.cfg.extra_students) if self.cfg.extra_students else None
@@ -421,14 +382,16 @@ class _Evaluator:
             for sampler in ("distilled_stochastic", "ddim"):
                 o = replace(FAST_OPTIONS["base"], steps=n, sampler=sampler)
                 vids = self.base_videos(st, attrs, o, self.cfg.seed)
-                row[sampler] = {"seen": _score(vids, attrs, 2)}
+                row[sampler] = {"seen": adherence(vids, attrs, self.frame_step("base"))}
                 if sampler == "ddim":  # the deterministic student learned the teacher's DDIM map
                     row["paired_psnr_vs_teacher"] = psnr((vids + 1) / 2, (t_seen + 1) / 2)
                 else:
-                    row[sampler]["held_out"] = _score(self.base_videos(st, held, o, self.cfg.seed), held, 2)
+                    row[sampler]["held_out"] = adherence(
+                        self.base_videos(st, held, o, self.cfg.seed), held, self.frame_step("base")
+                    )
             teacher_few = self.base_videos(teacher, attrs, replace(t_opts, steps=n), self.cfg.seed)
             row["teacher_ddim_same_steps"] = {
-                "seen": _score(teacher_few, attrs, 2),
+                "seen": adherence(teacher_few, attrs, self.frame_step("base")),
                 "nfe_per_video": (2 if t_opts.guidance.w else 1) * n,
                 "paired_psnr_vs_teacher": psnr((teacher_few + 1) / 2, (t_seen + 1) / 2),
             }
@@ -470,137 +433,3 @@ def evaluate(cfg: EvalConfig) -> dict:
     (ev.out / "results.json").write_text(json.dumps(ev.results, indent=2))
     (ev.out / "report.md").write_text(report(ev.results))
     return ev.results
-
-
-def merge(out: str | Path, runs: list[str | Path]) -> dict:
-    """Merge the ``results.json`` of evaluations run part by part (``--parts``) into one report in
-    ``out``; sections present in several runs (``distilled`` per stage) are combined."""
-    merged: dict = {"seconds": 0.0}
-    for run in runs:
-        r = json.loads((Path(run) / "results.json").read_text())
-        for k, v in r.items():
-            if k == "seconds":
-                merged[k] += v
-            elif k != "config":
-                merged[k] = {**merged[k], **v} if isinstance(v, dict) and k in merged else v
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(merged, indent=1))
-    (out / "report.md").write_text(report(merged))
-    return merged
-
-
-def _pct(x) -> str:
-    return f"{100 * x:.0f} %"
-
-
-def report(r: dict) -> str:
-    """The markdown evaluation report (tables quoted in the README)."""
-    lines = ["# Demo cascade evaluation", "", f"Held-out (colour, shape, direction) triples: {sorted(HELD_OUT)}", ""]
-    if r.get("detector"):
-        lines += [
-            "## Detector on ground truth",
-            "",
-            "| clips | colour | shape | direction | speed | all |",
-            "|---|---|---|---|---|---|",
-        ]
-        for name, v in r["detector"].items():
-            lines.append(f"| {name} (n={v['n']}) | " + " | ".join(_pct(v[k]) for k in (*ATTRS, "all")) + " |")
-        lines.append("")
-    if r.get("base"):
-        lines += [
-            "## Base prompt adherence vs guidance weight w",
-            "",
-            "| w | split | colour | shape | direction | speed | all | n |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for w, splits in r["base"].items():
-            for split, v in splits.items():
-                lines.append(f"| {w[2:]} | {split} | " + " | ".join(_pct(v[k]) for k in (*ATTRS, "all")) + f" | {v['n']} |")
-        lines += ["", "Chance: colour 20 %, shape 33 %, direction 25 %, speed 50 %, all four 0.8 %.", ""]
-    for key, title in (
-        ("cascade", "Full cascade (base -> TSR -> SSR, 64x64, 32 frames) vs base alone"),
-        ("cascade_fast", "Distilled cascade (8 steps per stage) vs distilled base alone"),
-    ):
-        if r.get(key):
-            lines += [
-                f"## {title}",
-                "",
-                "| split | cascade all | base all | cascade per attribute (c/s/d/v) | s per video |",
-                "|---|---|---|---|---|",
-            ]
-            for split, v in r[key].items():
-                c = v["cascade"]
-                lines.append(
-                    f"| {split} | {_pct(c['all'])} | {_pct(v['base']['all'])} | "
-                    + "/".join(_pct(c[k]) for k in ATTRS)
-                    + f" | {v['seconds_per_video']} |"
-                )
-            lines.append("")
-    if r.get("ssr"):
-        s = r["ssr"]
-        lines += [
-            "## SSR x2 (32 -> 64 px) on ground-truth low-res input",
-            "",
-            "| method | PSNR dB | SSIM |",
-            "|---|---|---|",
-            f"| bilinear | {s['bilinear_psnr']:.2f} | {s['bilinear_ssim']:.3f} |",
-            f"| bicubic | {s['bicubic_psnr']:.2f} | {s['bicubic_ssim']:.3f} |",
-            f"| **SSR (ours)** | **{s['psnr']:.2f}** | **{s['ssim']:.3f}** |",
-            "",
-            f"Gain over bicubic: {s['gain_over_bicubic_db']:+.2f} dB. Consistency (downsampled output vs input): {s['consistency_psnr']:.1f} dB.",
-            "",
-        ]
-    if r.get("tsr"):
-        t = r["tsr"]
-        lines += [
-            "## TSR x2 (16 -> 31 frames) on ground-truth input: PSNR of the inserted frames",
-            "",
-            "| method | PSNR dB |",
-            "|---|---|",
-            f"| frame repetition | {t['repeat_psnr_inserted']:.2f} |",
-            f"| linear blending | {t['blend_psnr_inserted']:.2f} |",
-            f"| **TSR (ours)** | **{t['psnr_inserted']:.2f}** |",
-            "",
-            f"Gain over linear blending: {t['gain_over_blend_db']:+.2f} dB.",
-            "",
-        ]
-    if r.get("distilled"):
-        d = r["distilled"]
-        lines += ["## Distilled students vs teachers", ""]
-        if "base teacher" in d:
-            bt = d["base teacher"]
-            lines += [
-                "| base model | sampler | steps | evaluations / video | seen all | held-out all | paired PSNR vs teacher |",
-                "|---|---|---|---|---|---|---|",
-                f"| teacher | {bt.get('sampler', 'ddim').upper()} + CFG | {bt['steps']} | {bt['nfe_per_video']} | {_pct(bt['seen']['all'])} | {_pct(bt['held_out']['all'])} | - |",
-            ]
-            for k, row in d.items():
-                if not k.startswith("base student"):
-                    continue
-                n = row["steps"]
-                st = row["distilled_stochastic"]
-                lines.append(
-                    f"| student | distilled stochastic | {n} | {n} | {_pct(st['seen']['all'])} | {_pct(st['held_out']['all'])} | - |"
-                )
-                lines.append(
-                    f"| student | DDIM | {n} | {n} | {_pct(row['ddim']['seen']['all'])} | - | {row['paired_psnr_vs_teacher']:.2f} dB |"
-                )
-                tf = row["teacher_ddim_same_steps"]
-                lines.append(
-                    f"| teacher | DDIM + CFG | {n} | {tf['nfe_per_video']} | {_pct(tf['seen']['all'])} | - | {tf['paired_psnr_vs_teacher']:.2f} dB |"
-                )
-            lines.append("")
-        for role in ("ssr", "tsr"):
-            if f"{role} student 8-step" in d:
-                s, t = d[f"{role} student 8-step"], d[f"{role} teacher"]
-                key = "psnr" if role == "ssr" else "psnr_inserted"
-                lines.append(
-                    f"- {role.upper()}: 8-step student {s[key]:.2f} dB vs ground truth with {s['nfe_per_video']} evaluations per video; "
-                    f"teacher ({t['steps']} steps, w={t.get('guidance', 1):g}) {t[key]:.2f} dB with {t['nfe_per_video']}; "
-                    "paired PSNR student vs teacher "
-                    f"{s['paired_psnr_vs_teacher']:.2f} dB."
-                )
-        lines.append("")
-    lines.append(f"Total evaluation time: {r.get('seconds', 0) / 60:.1f} min.")
-    return "\n".join(lines) + "\n"

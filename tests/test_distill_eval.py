@@ -298,3 +298,13 @@ def test_evaluations_run_part_by_part_merge_into_one_report(tmp_path):
     assert merged["seconds"] == 180.0 and "config" not in merged
     assert set(merged["distilled"]) == {"tsr teacher", "ssr teacher"}
     assert "Total evaluation time: 3.0 min." in (tmp_path / "all" / "report.md").read_text()
+
+
+def test_interpolation_baselines_for_any_factor():
+    from cascade.metrics import blend_frames, inserted_indices, repeat_frames
+
+    low = torch.arange(3, dtype=torch.float32).reshape(1, 1, 3, 1, 1).expand(1, 3, 3, 2, 2)
+    assert blend_frames(low, 2)[0, 0, :, 0, 0].tolist() == [0.5, 1.5]
+    assert blend_frames(low, 3)[0, 0, :, 0, 0].tolist() == pytest.approx([1 / 3, 2 / 3, 4 / 3, 5 / 3])
+    assert repeat_frames(low, 3)[0, 0, :, 0, 0].tolist() == [0, 0, 1, 1]
+    assert inserted_indices(7, 3) == [1, 2, 4, 5]
