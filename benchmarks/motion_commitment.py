@@ -31,6 +31,7 @@ from cascade.conditioning import known_frames_condition  # noqa: E402
 from cascade.data.detector import detect  # noqa: E402
 from cascade.data.shapes import Attributes, all_attributes, caption, render_clip  # noqa: E402
 from cascade.demo import DEMO_DIR, DEMO_FILES  # noqa: E402
+from cascade.frames import frames_to_video, video_to_frames  # noqa: E402
 from cascade.guidance import ClassifierFreeGuidance, Thresholding  # noqa: E402
 from cascade.samplers import sample_ddim  # noqa: E402
 from cascade.stage import load_stage  # noqa: E402
@@ -46,14 +47,7 @@ def measure(model: str, samples: int, logsnrs: list[float], w: float, steps: int
     rng = np.random.default_rng(seed)
     pool = [a for a in all_attributes("train") if a.speed == "quickly"]
     attrs = [pool[i] for i in rng.permutation(len(pool))[:samples]]
-    gt = torch.stack(
-        [
-            torch.from_numpy(render_clip(a, frames=cfg.frames, size=cfg.width, rng=rng, frame_step=2)).permute(3, 0, 1, 2).float()
-            / 127.5
-            - 1
-            for a in attrs
-        ]
-    )
+    gt = torch.stack([frames_to_video(render_clip(a, frames=cfg.frames, size=cfg.width, rng=rng, frame_step=2)) for a in attrs])
     b = len(attrs)
     extra = {}
     if cfg.continuation:  # no known frames
@@ -71,7 +65,7 @@ def measure(model: str, samples: int, logsnrs: list[float], w: float, steps: int
             x = gt + sigmas[0] * torch.randn(gt.shape, generator=g)
             with torch.no_grad():
                 out = sample_ddim(den, x, sigmas, extra_args=extra).clamp(-1, 1)
-            got = [detect(((v.permute(1, 2, 3, 0) + 1) / 2).numpy(), frame_step=2).direction for v in out]
+            got = [detect(video_to_frames(v).numpy(), frame_step=2).direction for v in out]
             row[f"{name}_caption_keeps_clip"] = sum(g_ == a.direction for g_, a in zip(got, attrs)) / b
             row[f"{name}_caption_follows_caption"] = sum(g_ == d for g_, d in zip(got, dirs)) / b
         rows.append(row)

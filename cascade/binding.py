@@ -27,6 +27,7 @@ import torch
 
 from .data.shapes import COLOURS, SHAPES, Attributes, all_attributes, caption, crossing_start, render_clip
 from .diffusion import x_from_v
+from .frames import frames_to_video
 from .schedule import alpha_sigma
 
 __all__ = [
@@ -86,7 +87,7 @@ def fixed_clips(
         rng = np.random.default_rng([seed, i, 77])
         start = crossing_start(a, frames=frames, frame_step=frame_step, rng=rng) if path == "crossing" else None
         clips.append(render_clip(a, frames=frames, size=size, rng=rng, frame_step=frame_step, start=start))
-    x = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+    x = torch.stack([frames_to_video(c) for c in clips])
     return x, attrs
 
 

@@ -25,7 +25,7 @@ import torch
 from .conditioning import resize_video
 from .data.captions import phrase
 from .data.shapes import Attributes, all_attributes, caption, render_clip
-from .frames import frames_to_video
+from .frames import frames_to_video, video_to_frames
 from .metrics import (
     adherence,
     bicubic_upscale,
@@ -41,6 +41,7 @@ from .report import merge, report
 from .run import DEFAULT_OPTIONS, FAST_OPTIONS
 from .stage import Stage, load_stage
 from .text import load_text_encoder
+from .video_io import to_uint8
 
 __all__ = ["EvalConfig", "evaluate", "merge", "psnr", "report", "ssim"]
 
@@ -407,7 +408,7 @@ class _Evaluator:
         idx = np.linspace(0, t - 1, min(frames, t)).round().astype(int)
         rows = []
         for v in videos:
-            strip = ((v[:, idx].permute(1, 2, 3, 0) + 1) * 127.5).clamp(0, 255).byte().numpy()  # (F, H, W, 3)
+            strip = to_uint8(video_to_frames(v[:, idx]))  # (F, H, W, 3)
             rows.append(np.concatenate(list(strip), axis=1))
         img = np.concatenate(rows, axis=0)
         scale = max(1, 256 // videos.shape[-2])

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .conditioning import resize_video, tsr_output_frames
+from .conditioning import resize_video, tsr_condition, tsr_output_frames
 from .diffusion import augment_condition
 from .guidance import ClassifierFreeGuidance, FramePrompts, GuidanceOptions, PromptBlend
 from .roles import get_role, require_role
@@ -254,6 +254,26 @@ def sample_stage(
     return out.clamp(-1.0, 1.0)
 
 
+def _sample_input_video(stage, padded, crop, text, negative, options, *, inputs, dims, progress, frame_offset, init, frames=None):
+    """A video-taking stage on its (padded) input: the role's condition, the sampling core, the
+    padding cropped off. ``frames``: the output frame count when it differs from the input's."""
+    cond_kwargs = _condition(stage, inputs, options, frame_offset)
+    shape = (padded.shape[0], 3, frames or padded.shape[2], *padded.shape[-2:])
+    out = sample_stage(
+        stage,
+        shape,
+        text,
+        negative,
+        options,
+        cond_kwargs=cond_kwargs,
+        dims=dims,
+        progress=progress,
+        frame_offset=frame_offset,
+        init=init,
+    )
+    return out[..., : crop[0], : crop[1]]
+
+
 def _pad_to_multiple(video: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, int]]:
     h, w = video.shape[-2:]
     ph, pw = (-h) % m, (-w) % m
@@ -364,26 +384,16 @@ def upsample_spatial(
     check_video_values(video)
     size = spatial_output_size(stage, video.shape[-2:], scale, size)
     up = resize_video(video.float(), size)
-    up, (oh, ow) = _pad_to_multiple(up, stage.config.unet.size_multiple)
-    cond_kwargs = _condition(stage, {"low": up, "size": tuple(up.shape[-2:])}, options, frame_offset)
+    up, crop = _pad_to_multiple(up, stage.config.unet.size_multiple)
     dims = {2: (window, overlap)}
     if tile:
         m = stage.config.unet.size_multiple
         tile = max(m, tile // m * m)
         dims.update({3: (tile, min(tile_overlap, tile - m)), 4: (tile, min(tile_overlap, tile - m))})
-    out = sample_stage(
-        stage,
-        up.shape,
-        text,
-        negative,
-        options,
-        cond_kwargs=cond_kwargs,
-        dims=dims,
-        progress=progress,
-        frame_offset=frame_offset,
-        init=up,
+    inputs = {"low": up, "size": tuple(up.shape[-2:])}
+    return _sample_input_video(
+        stage, up, crop, text, negative, options, inputs=inputs, dims=dims, progress=progress, frame_offset=frame_offset, init=up
     )
-    return out[..., :oh, :ow]
 
 
 def _tsr_chain(stage: Stage, multiplier: int) -> int:
@@ -439,30 +449,24 @@ def upsample_temporal(
 
 
 def _tsr_pass(stage, video, text, factor, mode, options, negative, window, overlap, progress, frame_offset):
-    n = video.shape[2]
-    tsr_output_frames(n, factor, mode)  # validates
-    video, (oh, ow) = _pad_to_multiple(video.float(), stage.config.unet.size_multiple)
+    frames = tsr_output_frames(video.shape[2], factor, mode)  # validates
+    video, crop = _pad_to_multiple(video.float(), stage.config.unet.size_multiple)
     inputs = {"low": video, "mode": mode, "aug_frame_offset": frame_offset // factor}
-    cond_kwargs = _condition(stage, inputs, options, frame_offset)
-    shape = (video.shape[0], 3, cond_kwargs["cond"].shape[2], *video.shape[-2:])
-    init = None
-    if options.denoise < 1:  # the repeated input frames
-        from .conditioning import tsr_condition
-
-        init = tsr_condition(video, factor, mode)[:, :3]
-    out = sample_stage(
+    init = tsr_condition(video, factor, mode)[:, :3] if options.denoise < 1 else None  # the repeated input frames
+    return _sample_input_video(
         stage,
-        shape,
+        video,
+        crop,
         text,
         negative,
         options,
-        cond_kwargs=cond_kwargs,
+        inputs=inputs,
         dims={2: (window, overlap)},
         progress=progress,
         frame_offset=frame_offset,
         init=init,
+        frames=frames,
     )
-    return out[..., :oh, :ow]
 
 
 def transform(
@@ -483,21 +487,21 @@ def transform(
     if not role.takes_video:
         raise ValueError(f"{stage.config.describe()} makes videos from text: use generate().")
     check_video_values(video)
-    video, (oh, ow) = _pad_to_multiple(video.float(), stage.config.unet.size_multiple)
-    cond_kwargs = _condition(stage, {"low": video, "size": tuple(video.shape[-2:])}, options, frame_offset)
-    out = sample_stage(
+    video, crop = _pad_to_multiple(video.float(), stage.config.unet.size_multiple)
+    inputs = {"low": video, "size": tuple(video.shape[-2:])}
+    return _sample_input_video(
         stage,
-        video.shape,
+        video,
+        crop,
         text,
         negative,
         options,
-        cond_kwargs=cond_kwargs,
+        inputs=inputs,
         dims={2: (window, overlap)},
         progress=progress,
         frame_offset=frame_offset,
         init=video,
     )
-    return out[..., :oh, :ow]
 
 
 def upsample(

@@ -17,9 +17,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cascade.frames import video_to_frames  # noqa: E402
 from cascade.pipeline import generate  # noqa: E402
 from cascade.run import load_demo_cascade  # noqa: E402
-from cascade.video_io import write_gif  # noqa: E402
+from cascade.video_io import to_uint8, write_gif  # noqa: E402
 
 PROMPTS = [
     "a red circle moving right quickly",
@@ -31,7 +32,7 @@ PROMPTS = [
 
 def _u8(video: torch.Tensor) -> np.ndarray:
     """(1, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8."""
-    return ((video[0].permute(1, 2, 3, 0) + 1) * 127.5).clamp(0, 255).round().byte().numpy()
+    return to_uint8(video_to_frames(video))
 
 
 def strip(frames: np.ndarray, every: int, size: int) -> np.ndarray:
