@@ -95,6 +95,7 @@ def child(story_path: str, scenes_limit: int, fast: bool, out: str) -> dict:
             options=cascade.options,
             story=story,
             sink=sink,
+            seed=0,
         )
     close_scene()
     seconds = time.perf_counter() - t0
