@@ -8,6 +8,7 @@ are refused, never unpickled.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 import tempfile
@@ -16,6 +17,8 @@ from pathlib import Path
 import torch
 
 from .config import FORMAT_VERSION, StageConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CheckpointError",
@@ -52,6 +55,8 @@ def check_safetensors_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Checkpoint not found: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a stage file: give the path of the .safetensors file inside it.")
     if path.suffix.lower() in _PICKLE_SUFFIXES:
         raise _refuse_pickle(path, f"'{path.suffix}' files are PyTorch pickles")
     size = path.stat().st_size
@@ -117,6 +122,7 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.Pat
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -127,6 +133,22 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.Pat
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> int:
+    """Delete temporary files a killed :func:`atomic_save_safetensors` of ``path`` left behind
+    (``.NAME.*.tmp`` beside it); returns how many. Called before every save and when training starts."""
+    path = Path(path)
+    n = 0
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            tmp.unlink()
+            n += 1
+        except OSError:
+            pass
+    if n:
+        log.info("removed %d stale temporary file(s) of %s left by an interrupted save", n, path.name)
+    return n
 
 
 def save_stage_file(

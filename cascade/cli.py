@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -141,12 +142,19 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from .checks import check_count, check_output_path
     from .run import load_demo_cascade
     from .video_io import write_video
 
+    check_output_path(a.output)  # before any model is loaded: a bad -o costs nothing
+    for flag, steps in (("--steps", a.steps), ("--sr-steps", a.sr_steps)):
+        if steps is not None:
+            check_count(flag, steps, 1, 10_000)
+    if not a.prompt.strip():
+        raise ValueError("The prompt is empty: write what the video should show, e.g. 'a red circle moving right'.")
     cascade = load_demo_cascade(a.models, fast=a.fast)
     for role, steps in (("base", a.steps), ("tsr", a.sr_steps), ("ssr", a.sr_steps)):
-        if steps:
+        if steps is not None:
             cascade.options[role] = replace(cascade.options[role], steps=steps)
     if a.guidance is not None:
         cascade.options["base"] = cascade.options["base"].with_w(a.guidance)
@@ -249,13 +257,17 @@ def cmd_story(a: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from .checks import check_output_path
     from .frames import video_to_frames
     from .roles import output_fps
     from .run import load_demo_cascade
     from .story import StoryOptions, parse_story, run_story
     from .video_io import VideoWriter
 
-    text = Path(a.story).read_text() if Path(a.story).is_file() else a.story
+    text = story_text(a.story)
+    check_output_path(a.output)
+    if not (a.seconds > 0):
+        raise ValueError(f"--seconds (the default scene duration) must be more than 0; received {a.seconds}.")
     cascade = load_demo_cascade(a.models, fast=a.fast)
     base_fps = cascade.base.config.fps
     out_fps = base_fps if a.base_only else output_fps(cascade.tsr.config, base_fps)
@@ -287,6 +299,29 @@ def cmd_story(a: argparse.Namespace) -> int:
     if a.report:
         Path(a.report).write_text(json.dumps({**r, "scenes": [s.prompt for s in scenes], "seconds": time.time() - t0}, indent=1))
     return 0
+
+
+_STORY_SUFFIXES = (".txt", ".story", ".md", ".json", ".csv", ".text")
+
+
+def story_text(arg: str) -> str:
+    """The story: the text of the file ``arg`` names, or ``arg`` itself. Something that looks like a
+    path (a story-file extension, or a path separator without spaces) but names no file is an
+    error, not a one-scene story about a file name."""
+    p = Path(arg)
+    if p.is_dir():
+        raise IsADirectoryError(f"{arg} is a folder; give a story file (one prompt per line) or the story text in quotes.")
+    if p.is_file():
+        try:
+            return p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{arg} is not a UTF-8 text file (byte {e.start}: {e.reason}); a story is plain text, one prompt per line."
+            ) from None
+    looks_like_path = p.suffix.lower() in _STORY_SUFFIXES or (("/" in arg or os.sep in arg) and not any(c.isspace() for c in arg))
+    if looks_like_path:
+        raise FileNotFoundError(f"No story file {arg}. Give an existing file, or the story text itself in quotes.")
+    return arg
 
 
 def add_story(sub) -> None:
@@ -340,7 +375,17 @@ def cmd_convert(a: argparse.Namespace) -> int:
     from .stage import Stage
 
     cfg = StageConfig.from_dict(json.loads(Path(a.config).read_text()))
-    sd = torch.load(a.src, map_location="cpu", weights_only=True)
+    import pickle
+
+    if Path(a.src).is_dir():
+        raise IsADirectoryError(f"{a.src} is a folder; give the checkpoint file to convert.")
+    try:
+        sd = torch.load(a.src, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{a.src} holds Python objects besides tensors, and unpickling them could run code, so it is refused. "
+            "Save only its state_dict (a dict of tensors) with torch.save and convert that."
+        ) from None
     if isinstance(sd, dict) and "state_dict" in sd:
         sd = sd["state_dict"]
     stage = Stage(cfg)
@@ -357,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m cascade", description="Imagen Video cascade: generate, train, distill, evaluate."
     )
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     add_generate(sub)
     add_train(sub)
@@ -383,9 +429,47 @@ def main(argv: list[str] | None = None) -> int:
     _setup(a.verbose or a.command in ("train", "distill"))
     try:
         return a.fn(a)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if a.debug:
+            raise
+        print("interrupted: stopped at your request (what was finished is kept)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - one clear line per error; --debug shows the traceback
+        if a.debug:
+            raise
+        code, kind = classify_error(e)
+        print(f"{kind}: {first_line(e)}", file=sys.stderr)
+        if code == EXIT_INTERNAL:
+            print("(this looks like a bug: rerun with --debug for the traceback and report it)", file=sys.stderr)
+        return code
 
 
 _EXTRA_COMMANDS: list = []
+
+EXIT_USER, EXIT_RESOURCES, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 3, 1, 130
+
+
+def classify_error(e: BaseException) -> tuple[int, str]:
+    """``(exit code, label)``: 2 for a user error (bad value, missing or wrong file), 3 for a lack of
+    memory or disk, 1 for anything else (a bug)."""
+    import errno
+    import pickle
+
+    import torch
+
+    if isinstance(e, (MemoryError, torch.OutOfMemoryError)) or (isinstance(e, OSError) and e.errno == errno.ENOSPC):
+        return EXIT_RESOURCES, "not enough resources"
+    if isinstance(
+        e, (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, pickle.UnpicklingError)
+    ):
+        return EXIT_USER, "error"
+    if type(e) is OSError and e.errno is None:  # the disk-space check of cascade.checks
+        return EXIT_RESOURCES, "not enough resources"
+    if isinstance(e, OSError):
+        return EXIT_USER, "error"
+    return EXIT_INTERNAL, f"internal error ({type(e).__name__})"
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]

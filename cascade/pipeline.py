@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .checks import check_count, check_memory
 from .conditioning import resize_video, tsr_condition, tsr_output_frames
 from .diffusion import augment_condition
 from .guidance import ClassifierFreeGuidance, FramePrompts, GuidanceOptions, PromptBlend
@@ -222,13 +223,24 @@ def sample_stage(
     check_options(stage, opts, negative)
     if opts.denoise < 1 and init is None:
         raise ValueError("denoise < 1 starts from the stage's input video: it is an option of SR stages, not of a base stage.")
+    dims = dims or {}
+    window, tile = dims.get(2, (None, 0))[0], dims.get(3, (None, 0))[0]
+    guided = bool(opts.guidance.w) and bool(stage.config.text_dim) and not stage.config.is_distilled
+    check_memory(
+        stage,
+        shape,
+        guided=guided,
+        window=window,
+        tile=tile,
+        lower="window_frames or tile_size" if window else "frames (or width and height)",
+    )
     device = stage.device
     sigmas = stage.config.schedule.sigmas(opts.steps, t_max=opts.denoise, device=device)
     den = _guided_denoiser(stage, text, negative, opts, sigmas, shape[0])
     if wrap is not None:
         den = wrap(den)
     counter = {"done": 0}
-    windowed = WindowedDenoiser(den, dims or {})
+    windowed = WindowedDenoiser(den, dims)
     total = opts.steps * windowed.count(shape)
 
     def on_eval():
@@ -308,9 +320,11 @@ def generate(
     ``frame_offset``: the absolute index of the first frame (noise is keyed by it)."""
     require_role(stage, "base", "Text-to-video generation")
     cfg = stage.config
-    frames, height, width = frames or cfg.frames, height or cfg.height, width or cfg.width
+    frames = cfg.frames if frames is None else check_count("frames", frames)
+    height = cfg.height if height is None else check_count("height", height)
+    width = cfg.width if width is None else check_count("width", width)
     m = cfg.unet.size_multiple
-    if frames < 1 or height < m or width < m or height % m or width % m:
+    if height < m or width < m or height % m or width % m:
         raise ValueError(
             f"Impossible size {frames} frames x {width}x{height}: width and height must be positive multiples of {m} "
             f"for this model (trained at {cfg.width}x{cfg.height}, {cfg.frames} frames)."

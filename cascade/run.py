@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
+from .checks import check_stage_text
 from .demo import DEMO_DIR, DEMO_FILES
 from .frames import video_to_frames
 from .guidance import GuidanceOptions
-from .pipeline import SR_THRESHOLDING, SamplingOptions, generate, upsample_spatial, upsample_temporal
+from .pipeline import SR_THRESHOLDING, SamplingOptions, check_options, generate, upsample_spatial, upsample_temporal
 from .roles import output_fps
 from .stage import Stage, load_stage
 from .text import TextEncoder, load_text_encoder
@@ -51,6 +52,11 @@ class Cascade:
         self, prompt: str, *, seed: int = 0, negative: str | None = None, progress: Callable[[str, int, int], None] | None = None
     ) -> tuple[torch.Tensor, float]:
         """Prompt -> frames ``(T, H, W, 3)`` in [0, 1] and their frame rate."""
+        stages = {"base": self.base, "tsr": self.tsr, "ssr": self.ssr}
+        check_stage_text(stages.values(), self.encoder.width, getattr(self.encoder, "encoder_id", ""))
+        for role, stage in stages.items():  # every stage's settings, before the first one runs
+            if stage is not None:
+                check_options(stage, self.options[role])
         text = self.encoder.encode([prompt])
         neg = self.encoder.encode([negative]) if negative else None
 

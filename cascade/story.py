@@ -49,14 +49,24 @@ class Scene:
 
 
 def _frames(seconds: float, fps: float) -> int:
-    return max(1, round(seconds * fps))
+    n = round(seconds * fps)
+    if n < 1:
+        raise ValueError(f"A scene of {seconds:g} s at {fps:g} fps has no frames; make it at least {1 / fps:g} s long.")
+    return n
 
 
 def _duration(num: str, unit: str, fps: float, where: str) -> int:
     value = float(num)
     if value <= 0:
         raise ValueError(f"{where}: a scene must last more than 0; received {num} {unit}.")
-    return max(1, round(value)) if unit.lower().startswith("f") else _frames(value, fps)
+    if unit.lower().startswith("f"):
+        if value != int(value):
+            raise ValueError(f"{where}: a duration in frames must be a whole number; received {num} {unit}.")
+        return int(value)
+    try:
+        return _frames(value, fps)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def parse_story(text: str, *, fps: float, default_seconds: float = 4.0, max_seconds: float = MAX_STORY_SECONDS) -> list[Scene]:
@@ -66,8 +76,10 @@ def parse_story(text: str, *, fps: float, default_seconds: float = 4.0, max_seco
             "The story is empty: write one prompt per line (optionally with a duration like '| 4s'), "
             'keyframes like "0": "...", "48": "...", or a paragraph of sentences.'
         )
-    if not fps > 0:
-        raise ValueError(f"fps must be positive; received {fps}.")
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number; received {fps!r}.")
+    if not (isinstance(default_seconds, (int, float)) and math.isfinite(default_seconds) and default_seconds > 0):
+        raise ValueError(f"The default scene duration must be more than 0 seconds; received {default_seconds!r}.")
     if _KEYFRAME.match(text):
         scenes = _parse_keyframes(text, fps, default_seconds)
     else:
@@ -104,6 +116,12 @@ def _parse_line(n: int, line: str, fps: float, default_seconds: float) -> Scene:
         return Scene(prompt, _duration(num, "s", fps, where), n)
     if re.search(r"\|\s*-\s*\d|^\s*-\s*\d+(?:\.\d+)?\s*(?:s|f)\b", line, re.I):
         raise ValueError(f"{where}: a scene must last more than 0 (negative duration).")
+    if "|" in line:  # a '|' that is not followed by a duration: a typo rather than part of the prompt
+        tail = line.rsplit("|", 1)[1].strip()
+        raise ValueError(
+            f"{where}: '| {tail}' is not a duration. Write the duration as '| 4s' (seconds) or '| 48f' (frames), "
+            "or remove the '|'."
+        )
     return Scene(line.strip(), _frames(default_seconds, fps), n)
 
 
@@ -136,7 +154,11 @@ def _parse_keyframes(text: str, fps: float, default_seconds: float) -> list[Scen
         if not isinstance(v, str) or not v.strip():
             raise ValueError(f"Keyframe {i} (frame {k}): the prompt is empty.")
         keys.append((int(frame), v.strip(), i))
-    keys.sort()
+    for (a, _, ia), (b, _, ib) in zip(keys, keys[1:]):
+        if b < a:
+            raise ValueError(
+                f"Keyframe {ib} (frame {b}) comes after keyframe {ia} (frame {a}): list keyframes in order of their frames."
+            )
     for (a, _, ia), (b, _, ib) in zip(keys, keys[1:]):
         if a == b:
             raise ValueError(f"Keyframes {ia} and {ib} both start at frame {a}: a scene must last more than 0 frames.")

@@ -147,6 +147,16 @@ class TextEncoder:
             )
         todo = sorted({p for p in prompts if p not in self._cache})
         if todo:
+            for p in todo:
+                n = len(self.tokenizer(p, truncation=False, verbose=False)["input_ids"])
+                if n > self.max_tokens:
+                    log.warning(
+                        "The prompt %r is %d tokens long; the text encoder reads the first %d (the rest is ignored). "
+                        "Shorten it to what the video should show.",
+                        p[:60] + ("..." if len(p) > 60 else ""),
+                        n,
+                        self.max_tokens,
+                    )
             batch = self.tokenizer(todo, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
             batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
             hidden = self.model(**batch).last_hidden_state.float().cpu()

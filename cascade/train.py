@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_save_safetensors, check_safetensors_file, read_stage_config
+from .checkpoint import atomic_save_safetensors, check_safetensors_file, read_stage_config, remove_stale_temporaries
 from .config import StageConfig
 from .diffusion import augment_condition, sample_aug_logsnr, v_loss
 from .frames import frames_to_video, video_to_frames
@@ -477,6 +477,10 @@ class Trainer:
         cfg = self.cfg
         target = cfg.steps if steps is None else steps
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.acc.is_main_process:
+            for name in ("state.safetensors", "stage.safetensors"):  # left by a save that was killed
+                remove_stale_temporaries(self.out / name)
+            self._trim_log()
         logf = open(self.out / "log.jsonl", "a") if self.acc.is_main_process else None  # noqa: SIM115 (closed below)
         t0, losses, last = time.time(), [], {}
         try:
@@ -494,9 +498,38 @@ class Trainer:
         finally:
             if logf:
                 logf.close()
+            skipped = getattr(self.source, "skipped", None)
+            if skipped:
+                total = len(getattr(self.source, "items", [])) or "?"
+                log.warning(
+                    "%d of %s videos in %s were skipped (unreadable or too short), e.g. %s: %s",
+                    len(skipped),
+                    total,
+                    cfg.data,
+                    *next(iter(skipped.items())),
+                )
         self.save()
         self.acc.wait_for_everyone()
         return last
+
+    def _trim_log(self) -> None:
+        """A resumed run continues the log: records of steps after the resumed state (written
+        between the last checkpoint and the interruption) are dropped, so no step appears twice."""
+        path = self.out / "log.jsonl"
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines()
+        keep = []
+        for line in lines:
+            try:
+                step = json.loads(line).get("step", 0)
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a line cut by the interruption
+            if step <= self.step:
+                keep.append(line)
+        if len(keep) != len(lines):
+            path.write_text("".join(x + "\n" for x in keep))
+            log.info("log.jsonl: dropped %d record(s) after step %d (the resumed state)", len(lines) - len(keep), self.step)
 
     def _log(self, logf, losses, seconds) -> dict:
         by_level = {
