@@ -22,6 +22,7 @@ def _setup(verbose: bool) -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" bar around our own messages
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     from .train import configure_threads
 
@@ -257,7 +258,9 @@ def cmd_story(a: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from .checkpoint import read_stage_config
     from .checks import check_output_path
+    from .demo import DEMO_DIR, DEMO_FILES
     from .frames import video_to_frames
     from .roles import output_fps
     from .run import load_demo_cascade
@@ -268,10 +271,11 @@ def cmd_story(a: argparse.Namespace) -> int:
     check_output_path(a.output)
     if not (a.seconds > 0):
         raise ValueError(f"--seconds (the default scene duration) must be more than 0; received {a.seconds}.")
+    base_file = Path(a.models or DEMO_DIR) / DEMO_FILES["base_distilled" if a.fast else "base"]
+    scenes = parse_story(text, fps=read_stage_config(base_file).fps, default_seconds=a.seconds)  # before any model loads
     cascade = load_demo_cascade(a.models, fast=a.fast)
     base_fps = cascade.base.config.fps
     out_fps = base_fps if a.base_only else output_fps(cascade.tsr.config, base_fps)
-    scenes = parse_story(text, fps=base_fps, default_seconds=a.seconds)
     total = sum(s.frames for s in scenes)
     print(f"{len(scenes)} scenes, {total} base frames = {total / base_fps:.1f} s at {out_fps:g} fps")
     opts = StoryOptions(context=a.context, transition=a.transition, transition_frames=a.transition_frames)
@@ -379,8 +383,12 @@ def cmd_convert(a: argparse.Namespace) -> int:
 
     if Path(a.src).is_dir():
         raise IsADirectoryError(f"{a.src} is a folder; give the checkpoint file to convert.")
+    import warnings
+
     try:
-        sd = torch.load(a.src, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: the outcome is what counts
+            warnings.simplefilter("ignore")
+            sd = torch.load(a.src, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise ValueError(
             f"{a.src} holds Python objects besides tensors, and unpickling them could run code, so it is refused. "

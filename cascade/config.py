@@ -209,6 +209,11 @@ class StageConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> StageConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"A stage configuration is a JSON object; received {type(d).__name__}.")
+        missing = [k for k in ("role", "unet") if k not in d]
+        if missing:
+            raise ValueError(f"The stage configuration lacks {', '.join(missing)} (see `python -m cascade info --json FILE`).")
         d = dict(_known_fields(cls, d, "StageConfig"))
         d["unet"] = UNetConfig.from_dict(d["unet"])
         d["schedule"] = CosineSchedule.from_dict(d.get("schedule") or {"logsnr_min": -20, "logsnr_max": 20})

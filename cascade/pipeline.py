@@ -331,6 +331,7 @@ def generate(
         )
     batch = text.batch if text is not None else 1
     shape = (batch, 3, frames, height, width)
+    check_memory(stage, shape, guided=False, lower="frames (or width and height)")  # before the known-frame tensors
     if known is not None:
         check_video_values(known, "known frames")
         if tuple(known.shape) != shape:

@@ -84,7 +84,7 @@ def parse_story(text: str, *, fps: float, default_seconds: float = 4.0, max_seco
         scenes = _parse_keyframes(text, fps, default_seconds)
     else:
         lines = [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines()) if ln.strip() and not ln.strip().startswith("#")]
-        if len(lines) == 1 and not _has_duration(lines[0][1]):
+        if len(lines) == 1 and not _has_duration(lines[0][1]) and "|" not in lines[0][1]:
             scenes = _parse_paragraph(lines[0][1], lines[0][0], fps, default_seconds)
         else:
             scenes = [_parse_line(n, ln, fps, default_seconds) for n, ln in lines]
