@@ -327,3 +327,42 @@ def test_wrong_model_role_is_a_clear_error_and_the_next_prompt_runs(server):
     missing = server.queue(ui_to_api(wf, schemas, {("ImagenVideoModelLoader", "model_name"): "nope.safetensors"}))
     assert missing.get("http_error") == 400 and "nope.safetensors" in json.dumps(missing)
     assert server.proc.poll() is None
+
+
+# the node cases of the bad-input catalogue (tests/test_bad_inputs.py), in the real server: each is
+# answered with a clear error (by ComfyUI's validation or by the node, before heavy work)
+NODE_CASES = [
+    ("imagen_video_cascade", {("ImagenVideoSampler", "width"): 36}, "multiples of 8"),
+    (
+        "imagen_video_cascade",
+        {("ImagenVideoSampler", "width"): 4096, ("ImagenVideoSampler", "height"): 4096, ("ImagenVideoSampler", "frames"): 1024},
+        "Lower frames",
+    ),
+    ("imagen_video_cascade", {("ImagenVideoTemporalSR", "multiplier"): 3}, "power of 2"),
+    ("imagen_video_distilled_fast", {("ImagenVideoDistilledSampler", "steps"): 3}, "distilled for"),
+    ("imagen_video_story_shapes", {("ImagenVideoStoryToVideo", "story"): "a red circle | abc"}, "is not a duration"),
+    ("imagen_video_story_shapes", {("ImagenVideoStoryToVideo", "story"): '"8": "a", "0": "b"'}, "in order"),
+    ("imagen_video_cascade", {("ImagenVideoSampler", "frames"): 0}, "frames"),
+]
+
+
+@pytest.mark.parametrize("workflow,overrides,match", NODE_CASES, ids=[c[2] for c in NODE_CASES])
+def test_bad_node_input_is_a_clear_error_and_the_next_prompt_runs(server, workflow, overrides, match):
+    wf = json.loads((ROOT / "example_workflows" / f"{workflow}.json").read_text())
+    schemas = _schemas(server)
+    t0 = time.time()
+    r = server.queue(ui_to_api(wf, schemas, overrides))
+    if r.get("http_error") == 400:  # refused by ComfyUI's own validation of the widget ranges
+        assert match.split()[0].lower() in json.dumps(r).lower() or "value" in json.dumps(r).lower(), r
+    else:
+        entry = server.wait(r["prompt_id"])
+        assert entry["status"]["status_str"] == "error"
+        assert match in json.dumps(entry["status"]["messages"]), entry["status"]
+        assert time.time() - t0 < 60, "the error came after heavy work"
+    good = ui_to_api(
+        json.loads((ROOT / "example_workflows" / "imagen_video_cascade.json").read_text()),
+        schemas,
+        {("ImagenVideoSampler", "steps"): 2, ("ImagenVideoTemporalSR", "steps"): 2, ("ImagenVideoSpatialSR", "steps"): 2},
+    )
+    assert server.wait(server.queue(good)["prompt_id"])["status"]["status_str"] == "success"
+    assert server.proc.poll() is None
