@@ -8,7 +8,9 @@ and the command line ``python -m cascade --help``.
 """
 
 from .config import DistillationInfo, StageConfig, UNetConfig
+from .guidance import GuidanceOptions
 from .pipeline import SamplingOptions, generate, upsample_spatial, upsample_temporal
+from .samplers import Sampler
 from .schedule import CosineSchedule
 from .stage import Stage, load_stage
 from .text import TextEmbedding, load_text_encoder
@@ -19,6 +21,8 @@ __version__ = "0.1.0"
 __all__ = [
     "CosineSchedule",
     "DistillationInfo",
+    "GuidanceOptions",
+    "Sampler",
     "SamplingOptions",
     "Stage",
     "StageConfig",

@@ -11,7 +11,6 @@ library, the CLI and the nodes alike.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from pathlib import Path
@@ -162,9 +161,3 @@ def check_stage_text(stages, width: int, encoder_id: str = "") -> None:
                 f"width {cfg.text_dim}, but the text encoder{f' {encoder_id}' if encoder_id else ''} gives {width}-wide "
                 "embeddings. Use stages trained with the same encoder."
             )
-
-
-def _finite_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number; received {value!r}.")
-    return float(value)
