@@ -110,6 +110,38 @@ def test_resume_continues_exactly(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(straight.ema.state_dict().values(), resumed.ema.state_dict().values()))
 
 
+def test_a_resumed_run_cleans_up_after_a_killed_save_and_does_not_repeat_log_steps(tmp_path):
+    """A run killed after step 4 with its last checkpoint at step 2 (and a half-written save): the
+    resumed run removes the stale temporary file and its log has every step exactly once."""
+    enc = TinyEncoder()
+    cfg = train_cfg(tmp_path / "k", checkpoint_every=2, log_every=1)
+    Trainer(cfg, encoder=enc).run(steps=2)
+    out = Path(cfg.out)
+    with open(out / "log.jsonl", "a") as f:  # steps 3 and 4 were logged, then the process was killed
+        f.write('{"step": 3, "loss": 1.0}\n{"step": 4, "loss": 1.0}\n{"step": 5, "lo')
+    stale = out / ".state.safetensors.x1y2z3.tmp"
+    stale.write_bytes(b"\0" * 4096)
+    resumed = Trainer(cfg, encoder=enc)
+    assert resumed.step == 2
+    resumed.run(steps=4)
+    assert not stale.exists() and not list(out.glob(".*.tmp"))
+    steps = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_skipped_videos_are_summed_up(tmp_path, caplog):
+    root = make_video_folder(tmp_path / "vids", n=1, frames=12)
+    (root / "broken.mp4").write_bytes(b"not a video")
+    (root / "broken.txt").write_text("a broken clip")
+    cfg = train_cfg(tmp_path, data=str(root), frame_skip=2, batch=4)
+    with caplog.at_level("WARNING"):
+        tr = Trainer(cfg, encoder=TinyEncoder())
+        tr.run(steps=2)
+    assert tr.source.skipped  # 8 draws from 2 files reached the broken one
+    summary = [r.getMessage() for r in caplog.records if "were skipped" in r.getMessage()]
+    assert summary and summary[-1].startswith("1 of 2 videos") and "broken.mp4" in summary[-1]
+
+
 def test_resume_refuses_a_different_stage(tmp_path):
     Trainer(train_cfg(tmp_path), encoder=TinyEncoder()).run(steps=2)
     other = train_cfg(tmp_path, stage=stage_cfg("base").replace(unet=tiny_unet(channels=(8, 8))))
