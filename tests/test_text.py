@@ -30,6 +30,16 @@ def test_empty_prompt_is_a_clear_error(minilm):
         minilm.encode([])
 
 
+def test_a_prompt_longer_than_the_encoder_reads_is_warned_about(minilm, caplog):
+    long = " ".join(["a red circle moving right quickly"] * 60)
+    with caplog.at_level("WARNING"):
+        short = minilm.encode(["a red circle moving right quickly"])
+        cut = minilm.encode([long])
+    warned = [r.getMessage() for r in caplog.records if "tokens long" in r.getMessage()]
+    assert len(warned) == 1 and f"reads the first {minilm.max_tokens}" in warned[0]
+    assert cut.tokens.shape[1] == minilm.max_tokens and short.tokens.shape[1] < minilm.max_tokens
+
+
 def test_missing_encoder_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         load_text_encoder(tmp_path / "nope")
