@@ -37,6 +37,7 @@ from .train import (
     conditioning_for,
     default_frame_skip,
     flatten_captions,
+    require_accelerate,
     setting,
 )
 from .unet import VideoUNet
@@ -102,7 +103,7 @@ def guided_student_from(teacher: Stage) -> Stage:
 
 class _Distiller:
     def __init__(self, cfg: DistillConfig, encoder=None):
-        from accelerate import Accelerator
+        Accelerator = require_accelerate()
 
         from .data.sources import make_source
 

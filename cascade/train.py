@@ -268,7 +268,7 @@ class Optimiser:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, *, accelerator=None, encoder=None):
-        from accelerate import Accelerator
+        Accelerator = require_accelerate()
 
         self.cfg = cfg
         self.acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
@@ -637,6 +637,18 @@ def overfit_one_batch(cfg: TrainConfig, steps: int = 150, batch: int = 2, encode
         "steps": steps,
         "seconds": time.time() - t0,
     }
+
+
+def require_accelerate():
+    """accelerate's ``Accelerator`` (training only: not a runtime requirement of the pack)."""
+    try:
+        from accelerate import Accelerator
+    except ImportError:
+        raise ImportError(
+            "Training and distillation need Hugging Face accelerate: pip install -r requirements-train.txt "
+            "(or pip install accelerate)."
+        ) from None
+    return Accelerator
 
 
 def configure_threads() -> None:
