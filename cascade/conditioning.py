@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "TSR_MODES",
+    "fit_video",
     "known_frames_condition",
     "resize_video",
     "tsr_condition",
@@ -45,6 +46,23 @@ def resize_video(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     frames = video.transpose(1, 2).reshape(b * t, c, *video.shape[-2:])
     out = F.interpolate(frames.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
     return out.to(video.dtype).reshape(b, t, c, h, w).transpose(1, 2)
+
+
+def fit_video(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``video`` (B, C, T, h, w) centre-cropped to the aspect ratio of ``size = (H, W)`` and resized
+    to it (antialiased), as image-to-video nodes fit a picture to the frame."""
+    _check_video(video)
+    h, w = video.shape[-2:]
+    th, tw = int(size[0]), int(size[1])
+    if h * tw > w * th:  # too tall: crop rows
+        ch = max(1, round(w * th / tw))
+        top = (h - ch) // 2
+        video = video[..., top : top + ch, :]
+    elif h * tw < w * th:  # too wide: crop columns
+        cw = max(1, round(h * tw / th))
+        left = (w - cw) // 2
+        video = video[..., left : left + cw]
+    return resize_video(video, (th, tw))
 
 
 def tsr_output_frames(n: int, factor: int, mode: str = "imagen") -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .checks import check_count, check_memory
-from .conditioning import resize_video, tsr_condition, tsr_output_frames
+from .conditioning import fit_video, resize_video, tsr_condition, tsr_output_frames
 from .diffusion import augment_condition
 from .guidance import ClassifierFreeGuidance, FramePrompts, GuidanceOptions, PromptBlend
 from .roles import get_role, require_role
@@ -38,6 +38,7 @@ __all__ = [
     "check_video_values",
     "frame_noise",
     "generate",
+    "known_frames",
     "sample_stage",
     "spatial_output_size",
     "stage_seed",
@@ -312,11 +313,14 @@ def generate(
     progress: Progress | None = None,
     frame_offset: int = 0,
     replacement: bool = False,
+    paste_known: bool = False,
 ) -> torch.Tensor:
     """Base stage: text -> video ``(B, 3, T, H, W)``. ``text`` may be a :class:`FramePrompts`
     (several prompts blended per frame). ``known``/``known_mask`` ((B,3,T,H,W), (B,T)) give frames
     to continue from: through the known-frame channels of a stage trained with them, or, with
     ``replacement=True`` on a stage without them, by the training-free replacement method.
+    ``paste_known``: also apply the replacement method on a stage with the channels, so the known
+    frames are in the state at every step and exactly in the output (image-to-video, extension).
     ``frame_offset``: the absolute index of the first frame (noise is keyed by it)."""
     require_role(stage, "base", "Text-to-video generation")
     cfg = stage.config
@@ -341,11 +345,18 @@ def generate(
     cond_kwargs: dict = {}
     wrap = None
     if cfg.continuation:
+        given = known is not None
         if known is None:
             known, known_mask = torch.zeros(shape), torch.zeros(batch, frames)
         cond_kwargs = _condition(stage, {"known": known.float(), "known_mask": known_mask}, options, frame_offset)
+        if given and paste_known:
+            noise = frame_noise(options.seed, SALT_REPLACE, shape, frame_offset)
+
+            def wrap(den, _k=known.float(), _m=known_mask.float(), _n=noise):
+                return _Replacement(den, _k, _m, _n)
+
     elif known is not None:
-        if not replacement:
+        if not replacement and not paste_known:
             raise ValueError(
                 "This base model has no continuation channels; it cannot take known frames "
                 "(story mode falls back to the training-free replacement method: replacement=True)."
@@ -358,6 +369,30 @@ def generate(
     return sample_stage(
         stage, shape, text, negative, options, cond_kwargs=cond_kwargs, progress=progress, frame_offset=frame_offset, wrap=wrap
     )
+
+
+def known_frames(
+    frames: int, height: int, width: int, *, start: torch.Tensor | None = None, end: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Known frames for image-to-video, video extension and first/last-frame control: ``start``
+    frames (1, 3, n, h, w) at the beginning of the clip, ``end`` frames at its end, each fitted to
+    ``height`` x ``width`` (centre crop, resize). Returns ``(known (1, 3, T, H, W), mask (1, T))``.
+    At least one frame must be left to generate."""
+    known, mask = torch.zeros(1, 3, frames, height, width), torch.zeros(1, frames)
+    n_start = 0 if start is None else start.shape[2]
+    n_end = 0 if end is None else end.shape[2]
+    if n_start + n_end >= frames:
+        raise ValueError(
+            f"{n_start} start and {n_end} end frames leave nothing to generate in {frames} frames: give fewer known frames "
+            "(e.g. the last 4 frames of the video to extend) or more frames."
+        )
+    for video, where in ((start, slice(0, n_start)), (end, slice(frames - n_end, frames))):
+        if video is None:
+            continue
+        check_video_values(video, "known frames")
+        known[:, :, where] = fit_video(video[:1].float(), (height, width))
+        mask[:, where] = 1
+    return known, mask
 
 
 def spatial_output_size(stage: Stage, hw: tuple[int, int], scale: float | None = None, size=None) -> tuple[int, int]:

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import math
 import uuid
+from dataclasses import replace
 
 import numpy as np
 import torch
 
+from ..cascade.checks import check_count
 from ..cascade.guidance import GuidanceOptions
 from ..cascade.pipeline import (
     SR_THRESHOLDING,
     SamplingOptions,
     check_options,
     generate,
+    known_frames,
     spatial_output_size,
     upsample_spatial,
     upsample_temporal,
@@ -220,7 +223,31 @@ class ImagenVideoSampler:
                     },
                 ),
             },
-            "optional": {"negative": NEGATIVE},
+            "optional": {
+                "negative": NEGATIVE,
+                "start_images": (
+                    "IMAGE",
+                    {
+                        "tooltip": "Image-to-video / extend a video: these frames become the first frames of the clip "
+                        "(one image, or the last frames of a video to continue). Fitted to width x height.",
+                    },
+                ),
+                "end_images": (
+                    "IMAGE",
+                    {"tooltip": "These frames become the last frames of the clip (first/last-frame control)."},
+                ),
+                "known_noise": (
+                    "FLOAT",
+                    {
+                        "default": 0.2,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "Noise augmentation of start/end images (0 = exact; a little noise lets the model "
+                        "smooth over a picture unlike its training data).",
+                    },
+                ),
+            },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
@@ -240,6 +267,9 @@ class ImagenVideoSampler:
         guidance_low=1.0,
         thresholding="dynamic",
         negative=None,
+        start_images=None,
+        end_images=None,
+        known_noise=0.2,
         unique_id=None,
     ):
         model.require("base", "ImagenVideoSampler")
@@ -248,9 +278,34 @@ class ImagenVideoSampler:
         guide = GuidanceOptions(guidance, oscillate=oscillating_guidance, w_low=guidance_low, thresholding=thresholding)
         opts = SamplingOptions(steps=steps, sampler=sampler_name, guidance=guide, seed=seed)
         check_options(model.stage, opts, neg)
+        known = mask = None
+        if start_images is not None or end_images is not None:
+            opts = replace(opts, aug_level=known_noise)  # without known frames the default stays (same video as before)
+            if not model.stage.config.continuation:
+                raise ValueError(
+                    f"{model.name} has no known-frame channels (it was trained without continuation), so it cannot take "
+                    "start_images / end_images. Use a base trained with continuation, e.g. the demo base."
+                )
+            known, mask = known_frames(
+                check_count("frames", frames),
+                check_count("height", height),
+                check_count("width", width),
+                start=None if start_images is None else image_to_video(start_images, "start_images"),
+                end=None if end_images is None else image_to_video(end_images, "end_images"),
+            )
         stage = model.ready()
         video = generate(
-            stage, text, frames=frames, height=height, width=width, options=opts, negative=neg, progress=_progress(unique_id)
+            stage,
+            text,
+            frames=frames,
+            height=height,
+            width=width,
+            options=opts,
+            negative=neg,
+            known=known,
+            known_mask=mask,
+            paste_known=True,
+            progress=_progress(unique_id),
         )
         return _result(video, fps)
 

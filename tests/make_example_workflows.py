@@ -307,6 +307,51 @@ def story_motorcycle(schemas):
     )
 
 
+def extend_video(schemas):
+    """Extend a video: its last 4 frames start a second clip (known frames), which is appended."""
+    g = Graph(schemas)
+    txt = text_nodes(g)
+    lb = g.add("ImagenVideoModelLoader", (0, 380), {"model_name": BASE})
+    first = g.add("ImagenVideoSampler", (380, 0), {"seed": 42}, {"model": (lb, 0), "positive": (txt, 0)}, size=(320, 460))
+    tail = g.add("ImageFromBatch", (380, 500), {"batch_index": 12, "length": 4}, {"image": (first, 0)}, size=(260, 110))
+    txt2 = text_nodes(g, 0, 560, "a red circle moving up quickly")
+    second = g.add(
+        "ImagenVideoSampler",
+        (740, 0),
+        {"seed": 43, "known_noise": 0.2},
+        {"model": (lb, 0), "positive": (txt2, 0), "start_images": (tail, 0)},
+        size=(320, 460),
+        title="ImagenVideoSampler (continues from the last 4 frames)",
+    )
+    new = g.add("ImageFromBatch", (740, 500), {"batch_index": 4, "length": 12}, {"image": (second, 0)}, size=(260, 110))
+    both = g.add("ImageBatch", (1100, 0), {}, {"image1": (first, 0), "image2": (new, 0)}, size=(220, 80))
+    lt = g.add("ImagenVideoModelLoader", (1100, 140), {"model_name": TSR})
+    tsr = g.add(
+        "ImagenVideoTemporalSR",
+        (1460, 0),
+        {"seed": 44},
+        {"model": (lt, 0), "images": (both, 0), "fps": (first, 1), "positive": (txt, 0)},
+        size=(320, 420),
+    )
+    ls = g.add("ImagenVideoModelLoader", (1100, 300), {"model_name": SSR})
+    ssr = g.add(
+        "ImagenVideoSpatialSR",
+        (1820, 0),
+        {"seed": 45},
+        {"model": (ls, 0), "images": (tsr, 0), "positive": (txt, 0)},
+        size=(320, 380),
+    )
+    save_video(g, (ssr, 0), (tsr, 1), (2180, 0), "imagen_video/extend")
+    g.note(
+        "Extend a video: the second base sampler takes the last 4 frames of the first clip as start_images (its known-frame "
+        "channels, noise-augmented by known_noise) and continues with a new prompt; its first 4 frames (the given ones) are "
+        "dropped and the rest appended: 16 + 12 base frames, then TSR x2 and SSR x2. For image-to-video, connect a "
+        "LoadImage to start_images (end_images sets the last frames).",
+        (380, 680),
+    )
+    return g
+
+
 WORKFLOWS = {
     "imagen_video_cascade": cascade,
     "imagen_video_paper_7_stages": paper_7_stage,
@@ -315,6 +360,7 @@ WORKFLOWS = {
     "imagen_video_t5_cliploader_route": t5_route,
     "imagen_video_story_shapes": story_shapes,
     "imagen_video_story_motorcycle": story_motorcycle,
+    "imagen_video_extend_video": extend_video,
 }
 
 
