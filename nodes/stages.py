@@ -79,6 +79,10 @@ GUIDANCE = (
 )
 # SR stages: no guidance by default (the demo TSR: w = 1 costs two evaluations per step and loses 0.4 dB)
 SR_GUIDANCE = ("FLOAT", {**GUIDANCE[1], "default": 0.0})
+SHOW_ANIMATION = (
+    "BOOLEAN",
+    {"default": True, "tooltip": "Show the output as an animation in the node (off: nothing is written to the temp folder)."},
+)
 
 
 # shared numeric widgets: (type, options); each node adds its own tooltip with _w()
@@ -158,9 +162,19 @@ def _check_fps(fps: float) -> float:
     return float(fps)
 
 
-def _result(video: torch.Tensor, fps: float | None):
+def _result(video: torch.Tensor, fps: float | None, show_animation: bool = True):
+    """The node's outputs, and in the node an animated WEBP of the frames (``show_animation``) or
+    only their size and rate (nothing written to the temp folder)."""
     images = video_to_image(video, adapter.intermediate_device())
     out = (images,) if fps is None else (images, fps)
+    if not show_animation:
+        info = {
+            "frames": int(images.shape[0]),
+            "width": int(images.shape[2]),
+            "height": int(images.shape[1]),
+            "fps": float(fps or 0),
+        }
+        return {"ui": {"imagen_video_info": [info]}, "result": out}
     return {"ui": _ui_animation(images, fps or 8.0), "result": out}
 
 
@@ -247,6 +261,7 @@ class ImagenVideoSampler:
                         "smooth over a picture unlike its training data).",
                     },
                 ),
+                "show_animation": SHOW_ANIMATION,
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -270,6 +285,7 @@ class ImagenVideoSampler:
         start_images=None,
         end_images=None,
         known_noise=0.2,
+        show_animation=True,
         unique_id=None,
     ):
         model.require("base", "ImagenVideoSampler")
@@ -307,7 +323,7 @@ class ImagenVideoSampler:
             paste_known=True,
             progress=_progress(unique_id),
         )
-        return _result(video, fps)
+        return _result(video, fps, show_animation)
 
 
 class ImagenVideoSpatialSR:
@@ -357,6 +373,18 @@ class ImagenVideoSpatialSR:
                         "tooltip": "Spatial tile size in output pixels; 0 = automatic (tiles only when the frame is large).",
                     },
                 ),
+                "denoise": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.01,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "ComfyUI's denoise: 1 samples from pure noise (the paper); below 1 starts from the "
+                        "input video (upsampled) noised to that point, keeping more of it.",
+                    },
+                ),
+                "show_animation": SHOW_ANIMATION,
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -374,13 +402,16 @@ class ImagenVideoSpatialSR:
         negative=None,
         window_frames=16,
         tile_size=0,
+        denoise=1.0,
+        show_animation=True,
         unique_id=None,
     ):
         model.require("ssr", "ImagenVideoSpatialSR")
         video = image_to_video(images)
         text, neg = _text(model, positive, negative)
-        opts = _sr_options(steps, guidance, noise_augmentation, seed)
-        return _result(_run_ssr(model, video, text, neg, scale, opts, window_frames, tile_size, unique_id), None)
+        opts = replace(_sr_options(steps, guidance, noise_augmentation, seed), denoise=denoise)
+        out = _run_ssr(model, video, text, neg, scale, opts, window_frames, tile_size, unique_id)
+        return _result(out, None, show_animation)
 
 
 def _sr_options(steps, guidance, noise_augmentation, seed, sampler="ddim") -> SamplingOptions:
@@ -461,6 +492,18 @@ class ImagenVideoTemporalSR:
                     "INT",
                     {"default": 32, "min": 4, "max": 1024, "tooltip": "Output frames per temporal window (overlap 8)."},
                 ),
+                "denoise": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.01,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "ComfyUI's denoise: 1 samples from pure noise (the paper); below 1 starts from the "
+                        "input video (upsampled) noised to that point, keeping more of it.",
+                    },
+                ),
+                "show_animation": SHOW_ANIMATION,
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -479,15 +522,17 @@ class ImagenVideoTemporalSR:
         guidance,
         negative=None,
         window_frames=32,
+        denoise=1.0,
+        show_animation=True,
         unique_id=None,
     ):
         model.require("tsr", "ImagenVideoTemporalSR")
         fps = _check_fps(fps)
         video = image_to_video(images)
         text, neg = _text(model, positive, negative)
-        opts = _sr_options(steps, guidance, noise_augmentation, seed)
+        opts = replace(_sr_options(steps, guidance, noise_augmentation, seed), denoise=denoise)
         out = _run_tsr(model, video, text, neg, multiplier, frame_count_mode, opts, window_frames, unique_id)
-        return _result(out, output_fps(model.stage.config, fps, multiplier))
+        return _result(out, output_fps(model.stage.config, fps, multiplier), show_animation)
 
 
 def _run_tsr(model, video, text, neg, multiplier, mode, opts, window_frames, unique_id):

@@ -307,3 +307,21 @@ def test_story_nodes_refuse_bad_input(models, story_models):
         )
     with pytest.raises(ValueError, match="smaller than the base window"):
         M["ImagenVideoStory"]().generate(models["base"], story_models, "a red circle", **{**STORY_ARGS, "context_frames": 4})
+
+
+def test_sr_denoise_and_the_animation_switch(models, cond):
+    """denoise < 1 starts from the upsampled input (keeps it); show_animation=False writes no WEBP."""
+    low = torch.rand(3, 8, 8, 3)
+    up = torch.nn.functional.interpolate(low.permute(0, 3, 1, 2), size=(16, 16), mode="bilinear", antialias=True)
+    up = up.permute(0, 2, 3, 1)
+    ssr = M["ImagenVideoSpatialSR"]()
+    full = ssr.upscale(models["ssr"], low, cond, 2.0, 0.3, 0, 4, 0.0)
+    light = ssr.upscale(models["ssr"], low, cond, 2.0, 0.3, 0, 4, 0.0, denoise=0.05, show_animation=False)
+    assert (light["result"][0] - up).abs().mean() < 0.5 * (full["result"][0] - up).abs().mean()
+    assert "images" in full["ui"] and "images" not in light["ui"] and light["ui"]["imagen_video_info"][0]["frames"] == 3
+    tsr = M["ImagenVideoTemporalSR"]().interpolate(
+        models["tsr"], low, 4.0, cond, 2, "imagen", 0.3, 0, 4, 0.0, denoise=0.5, show_animation=False
+    )
+    assert tsr["result"][0].shape == (6, 8, 8, 3) and tsr["result"][1] == 8.0 and "images" not in tsr["ui"]
+    with pytest.raises(ValueError, match="distilled student samples the step grid"):
+        ssr.upscale(models["ssr_distilled"], low, cond, 2.0, 0.3, 0, 4, 1.0, denoise=0.5)
