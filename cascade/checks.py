@@ -84,7 +84,8 @@ def video_file_bytes(frames: int, height: int, width: int) -> int:
 def estimate_sampling_bytes(stage, shape, *, guided: bool = True, window: int | None = None, tile: int | None = None) -> int:
     """Peak memory of sampling ``shape`` (B, 3, T, H, W) with ``stage``: the sampler's state plus one
     network call on a window of ``window`` frames (and ``tile`` pixels), with the classifier-free
-    guidance batch doubled. Deliberately generous (1.2-1.3x the peak measured with the demo base)."""
+    guidance batch doubled. An estimate meant to catch impossible requests, not borderline ones: about
+    0.6x the peak measured with the demo base at 64-512 frames and 1.5-2.5x with the demo SSR at 256-512 px."""
     b, _, t, h, w = (int(v) for v in shape)
     if window:
         t_call = min(t, window)
@@ -110,7 +111,7 @@ def estimate_sampling_bytes(stage, shape, *, guided: bool = True, window: int | 
         if ucfg.cross_attn[level]:
             attn = max(attn, n * t_call * hl * wl * heads(c) * (stage.config.max_tokens + 1) * 4)
         peak_layer = max(peak_layer, 8 * act + attn)
-    return int(2.0 * (state + skips + peak_layer))
+    return int(state + skips + peak_layer)
 
 
 def available_bytes(device: torch.device | str) -> int | None:
@@ -118,8 +119,9 @@ def available_bytes(device: torch.device | str) -> int | None:
     memory), or None where it cannot be read."""
     device = torch.device(device)
     if device.type == "cuda":
-        try:
-            return int(torch.cuda.mem_get_info(device)[0])
+        try:  # free device memory plus what PyTorch holds cached but unused
+            free = int(torch.cuda.mem_get_info(device)[0])
+            return free + int(torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
         except (RuntimeError, AssertionError):
             return None
     try:

@@ -65,6 +65,7 @@ class DistillConfig(RunConfig):
     warmup: int = setting(0, "linear warm-up steps of each round")
     lr_decay: str = setting("linear", "learning-rate schedule of each round", choices=("constant", "cosine", "linear"))
     adam_beta2: float = setting(0.999, "AdamW beta2")
+    images: str | None = setting(None, "not used by distillation (videos only)", cli=False)
 
     def __post_init__(self) -> None:
         self.check_run()

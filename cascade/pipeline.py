@@ -238,8 +238,6 @@ def sample_stage(
     device = stage.device
     sigmas = stage.config.schedule.sigmas(opts.steps, t_max=opts.denoise, device=device)
     den = _guided_denoiser(stage, text, negative, opts, sigmas, shape[0])
-    if wrap is not None:
-        den = wrap(den)
     counter = {"done": 0}
     windowed = WindowedDenoiser(den, dims)
     total = opts.steps * windowed.count(shape)
@@ -252,6 +250,8 @@ def sample_stage(
     windowed.on_eval = on_eval
     # thresholding sees the fused prediction, so its percentile spans the whole video
     model = opts.guidance.threshold(windowed)
+    if wrap is not None:  # outside the thresholding, so that known frames stay exactly what was given
+        model = wrap(model)
 
     def callback(info):
         if progress is not None:

@@ -446,7 +446,7 @@ class Trainer:
             loss = per_sample.mean()
             updated = self.optim.step(loss, self.step)
         except torch.OutOfMemoryError as e:
-            raise RuntimeError(
+            raise MemoryError(
                 f"Out of memory at batch {cfg.batch}: lower --batch, add --grad-checkpointing, use --mixed-precision bf16, "
                 f"or train on fewer frames (--clip-frames) / smaller crops (--crop). ({e})"
             ) from None

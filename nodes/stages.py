@@ -446,7 +446,7 @@ def _run_ssr(model, video, text, neg, scale, opts, window_frames, tile_size, uni
                 tile=tile,
                 progress=_progress(unique_id),
             )
-        except torch.OutOfMemoryError:
+        except (torch.OutOfMemoryError, MemoryError):  # out of memory, or the estimate says it would be: smaller tiles
             adapter.soft_empty_cache()
             tile = (tile or max(out_h, out_w)) // 2
             if tile < 32:
