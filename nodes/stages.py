@@ -83,6 +83,21 @@ SHOW_ANIMATION = (
     "BOOLEAN",
     {"default": True, "tooltip": "Show the output as an animation in the node (off: nothing is written to the temp folder)."},
 )
+# the optional inputs both SR nodes end with (in this order: the schema snapshot holds it)
+SR_TAIL = {
+    "denoise": (
+        "FLOAT",
+        {
+            "default": 1.0,
+            "min": 0.01,
+            "max": 1.0,
+            "step": 0.01,
+            "tooltip": "ComfyUI's denoise: 1 samples from pure noise (the paper); below 1 starts from the "
+            "input video (upsampled) noised to that point, keeping more of it.",
+        },
+    ),
+    "show_animation": SHOW_ANIMATION,
+}
 
 
 # shared numeric widgets: (type, options); each node adds its own tooltip with _w()
@@ -373,18 +388,7 @@ class ImagenVideoSpatialSR:
                         "tooltip": "Spatial tile size in output pixels; 0 = automatic (tiles only when the frame is large).",
                     },
                 ),
-                "denoise": (
-                    "FLOAT",
-                    {
-                        "default": 1.0,
-                        "min": 0.01,
-                        "max": 1.0,
-                        "step": 0.01,
-                        "tooltip": "ComfyUI's denoise: 1 samples from pure noise (the paper); below 1 starts from the "
-                        "input video (upsampled) noised to that point, keeping more of it.",
-                    },
-                ),
-                "show_animation": SHOW_ANIMATION,
+                **SR_TAIL,
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -492,18 +496,7 @@ class ImagenVideoTemporalSR:
                     "INT",
                     {"default": 32, "min": 4, "max": 1024, "tooltip": "Output frames per temporal window (overlap 8)."},
                 ),
-                "denoise": (
-                    "FLOAT",
-                    {
-                        "default": 1.0,
-                        "min": 0.01,
-                        "max": 1.0,
-                        "step": 0.01,
-                        "tooltip": "ComfyUI's denoise: 1 samples from pure noise (the paper); below 1 starts from the "
-                        "input video (upsampled) noised to that point, keeping more of it.",
-                    },
-                ),
-                "show_animation": SHOW_ANIMATION,
+                **SR_TAIL,
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
