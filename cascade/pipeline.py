@@ -24,7 +24,7 @@ from .conditioning import fit_video, resize_video, tsr_condition, tsr_output_fra
 from .diffusion import augment_condition
 from .guidance import ClassifierFreeGuidance, FramePrompts, GuidanceOptions, PromptBlend
 from .roles import get_role, require_role
-from .samplers import Sampler
+from .samplers import Sampler, check_sigmas
 from .seeds import SALT_AUG, SALT_INIT, SALT_REPLACE, SALT_STEP, frame_noise, stage_seed
 from .stage import Stage
 from .text import TextEmbedding
@@ -76,6 +76,10 @@ class SamplingOptions:
     # SR stages: the fraction of the noise schedule to run (ComfyUI's `denoise`). 1 starts from pure
     # noise (the paper); below 1 starts from the stage's input video (upsampled) noised to that time.
     denoise: float = 1.0
+    # a k-diffusion sigma grid (ComfyUI's SIGMAS) instead of the stage's own `steps` / `denoise`
+    # grid; `steps` must be its length - 1. A grid that starts below the schedule's top starts an
+    # SR stage from its input video, like `denoise` < 1.
+    sigmas: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
@@ -84,12 +88,40 @@ class SamplingOptions:
             object.__setattr__(self, "sampler", Sampler(self.sampler))
         if isinstance(self.guidance, (int, float)) and not isinstance(self.guidance, bool):
             object.__setattr__(self, "guidance", GuidanceOptions(w=float(self.guidance)))
-        if not isinstance(self.sampler, Sampler) or not isinstance(self.guidance, GuidanceOptions):
-            raise ValueError("SamplingOptions needs a Sampler (or a sampler name) and GuidanceOptions (or a weight w).")
+        if not callable(getattr(self.sampler, "sample", None)) or not isinstance(self.guidance, GuidanceOptions):
+            raise ValueError(
+                "SamplingOptions needs a Sampler (a sampler name, or a StageSampler such as a ComfyUI SAMPLER) "
+                "and GuidanceOptions (or a weight w)."
+            )
         if not 0.0 < self.denoise <= 1.0:
             raise ValueError(f"denoise must be in (0, 1] (1 = start from pure noise); received {self.denoise}.")
+        if self.sigmas is not None:
+            grid = torch.as_tensor(self.sigmas, dtype=torch.float64).flatten() if len(self.sigmas) else torch.zeros(0)
+            check_sigmas(grid)
+            object.__setattr__(self, "sigmas", tuple(float(v) for v in grid))
+            if self.steps != len(self.sigmas) - 1:
+                raise ValueError(f"With a sigma grid, steps is its length - 1 ({len(self.sigmas) - 1}); received {self.steps}.")
+            if self.denoise < 1:
+                raise ValueError(
+                    "denoise belongs to the stage's own schedule: with a sigma grid, set denoise in the node that makes "
+                    "the sigmas (e.g. BasicScheduler or ImagenVideoScheduler) and leave it at 1 here."
+                )
         if not 0.0 <= self.aug_level <= 1.0:
             raise ValueError(f"The noise-augmentation level must be in [0, 1]; received {self.aug_level}.")
+
+    def grid(self, stage: Stage, device=None) -> torch.Tensor:
+        """The sigma grid this run samples: the given ``sigmas``, else the stage's schedule for
+        ``steps`` and ``denoise``."""
+        if self.sigmas is not None:
+            return torch.tensor(self.sigmas, dtype=torch.float32, device=device)
+        return stage.config.schedule.sigmas(self.steps, t_max=self.denoise, device=device)
+
+    def starts_from_input(self, stage: Stage) -> bool:
+        """Whether the run starts part-way down the schedule, from the stage's input video."""
+        if self.sigmas is None:
+            return self.denoise < 1
+        top = float(stage.config.schedule.sigmas(1)[0])
+        return self.sigmas[0] < top * (1 - 1e-5)
 
     def with_w(self, w: float) -> SamplingOptions:
         """The same options with guidance weight ``w`` (everything else about guidance kept)."""
@@ -130,6 +162,8 @@ def check_options(stage: Stage, opts: SamplingOptions, negative: TextEmbedding |
     """Everything about ``opts`` that can be refused before any work: the step count of a student,
     its guidance range, negative prompts and ``denoise``."""
     cfg = stage.config
+    if cfg.is_distilled and opts.sigmas is not None:
+        raise ValueError("A distilled student samples the step grid it was distilled on: disconnect the sigmas input.")
     check_steps(stage, opts.steps)
     if opts.denoise < 1 and not get_role(stage.role).takes_video:
         raise ValueError("denoise < 1 starts from the stage's input video: it is an option of SR stages, not of a base stage.")
@@ -224,6 +258,8 @@ def sample_stage(
     check_options(stage, opts, negative)
     if opts.denoise < 1 and init is None:
         raise ValueError("denoise < 1 starts from the stage's input video: it is an option of SR stages, not of a base stage.")
+    # a partial grid starts from the input video; a base stage (no input) starts from noise at sigmas[0]
+    latent = init.to(stage.device).float() if init is not None and opts.starts_from_input(stage) else None
     dims = dims or {}
     window, tile = dims.get(2, (None, 0))[0], dims.get(3, (None, 0))[0]
     guided = bool(opts.guidance.w) and bool(stage.config.text_dim) and not stage.config.is_distilled
@@ -236,7 +272,7 @@ def sample_stage(
         lower="window_frames or tile_size" if window else "frames (or width and height)",
     )
     device = stage.device
-    sigmas = stage.config.schedule.sigmas(opts.steps, t_max=opts.denoise, device=device)
+    sigmas = opts.grid(stage, device)
     den = _guided_denoiser(stage, text, negative, opts, sigmas, shape[0])
     counter = {"done": 0}
     windowed = WindowedDenoiser(den, dims)
@@ -257,14 +293,21 @@ def sample_stage(
         if progress is not None:
             progress(counter["done"], total, info["denoised"])
 
-    x = frame_noise(opts.seed, SALT_INIT, shape, frame_offset, device) * sigmas[0]
-    if opts.denoise < 1:
-        x = x + init.to(device).float()
-    noise = _StepNoise(opts.seed, shape, frame_offset, device)
+    noise = frame_noise(opts.seed, SALT_INIT, shape, frame_offset, device)
+    steps = _StepNoise(opts.seed, shape, frame_offset, device)
     cond_kwargs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in cond_kwargs.items()}
     with torch.no_grad():
-        out = opts.sampler(model, x, sigmas, extra_args=cond_kwargs, callback=callback, noise_sampler=noise)
-    return out.clamp(-1.0, 1.0)
+        out = opts.sampler.sample(
+            model,
+            noise,
+            sigmas,
+            latent=latent,
+            extra_args=cond_kwargs,
+            callback=callback,
+            noise_sampler=steps,
+            seed=opts.seed,
+        )
+    return out.float().clamp(-1.0, 1.0)
 
 
 def _sample_input_video(stage, padded, crop, text, negative, options, *, inputs, dims, progress, frame_offset, init, frames=None):
@@ -502,7 +545,8 @@ def _tsr_pass(stage, video, text, factor, mode, options, negative, window, overl
     frames = tsr_output_frames(video.shape[2], factor, mode)  # validates
     video, crop = _pad_to_multiple(video.float(), stage.config.unet.size_multiple)
     inputs = {"low": video, "mode": mode, "aug_frame_offset": frame_offset // factor}
-    init = tsr_condition(video, factor, mode)[:, :3] if options.denoise < 1 else None  # the repeated input frames
+    # the repeated input frames, where the run starts from them
+    init = tsr_condition(video, factor, mode)[:, :3] if options.starts_from_input(stage) else None
     return _sample_input_video(
         stage,
         video,

@@ -17,14 +17,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from .diffusion import ddim_step
 from .schedule import vesigma_to_alpha_sigma
 
-__all__ = ["SAMPLERS", "Sampler", "sample_ancestral", "sample_ddim", "sample_distilled", "get_sampler"]
+__all__ = ["SAMPLERS", "Sampler", "StageSampler", "check_sigmas", "sample_ancestral", "sample_ddim", "sample_distilled", "get_sampler"]
 
 
 def _noise(x, sigma, sigma_next, generator, noise_sampler) -> torch.Tensor:
@@ -34,7 +34,8 @@ def _noise(x, sigma, sigma_next, generator, noise_sampler) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, device=dev, dtype=torch.float32).to(x.device)
 
 
-def _check_grid(sigmas: torch.Tensor) -> None:
+def check_sigmas(sigmas: torch.Tensor) -> None:
+    """Refuses anything but a k-diffusion grid: 1-D, finite, non-increasing, ending >= 0."""
     if sigmas.ndim != 1 or len(sigmas) < 2:
         raise ValueError(f"sigmas must be a 1-D grid with at least 2 entries (1 step); received shape {tuple(sigmas.shape)}.")
     if not bool(torch.isfinite(sigmas).all()) or bool((sigmas[1:] > sigmas[:-1]).any()) or float(sigmas[-1]) < 0:
@@ -53,7 +54,7 @@ def _denoise(model, x, sigma, extra_args, callback, i, sigma_hat=None):
 def sample_ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, *, generator=None, noise_sampler=None):
     """DDIM (eta = 0): ``z_s = alpha_s x0 + sigma_s eps``; exact for an oracle denoiser.
     Deterministic: it accepts the randomness every sampler is handed and draws none."""
-    _check_grid(sigmas)
+    check_sigmas(sigmas)
     extra_args = extra_args or {}
     x = x.float()
     for i in range(len(sigmas) - 1):
@@ -78,7 +79,7 @@ def sample_ancestral(
     """Imagen Video's ancestral sampler (spec §1.1): posterior mean plus noise whose variance
     interpolates in log space between the posterior variance (``gamma = 0``) and the forward
     variance (``gamma = 1``): ``var = var_post^(1-gamma) * var_fwd^gamma``."""
-    _check_grid(sigmas)
+    check_sigmas(sigmas)
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must be in [0, 1]; received {gamma}.")
     extra_args = extra_args or {}
@@ -113,7 +114,7 @@ def sample_distilled(
     """The N-step stochastic sampler of guided distillation (Meng et al.; spec §1.13): from
     ``sigmas[i]`` take one DDIM step of twice the nominal length (to ``sigmas[i + 2]``), then
     re-noise forward to ``sigmas[i + 1]``. The last step is plain DDIM to 0."""
-    _check_grid(sigmas)
+    check_sigmas(sigmas)
     extra_args = extra_args or {}
     n = len(sigmas) - 1
     x = x.float()
@@ -182,3 +183,24 @@ class Sampler:
         return self.fn(
             model, x, sigmas, extra_args=extra_args, callback=callback, noise_sampler=noise_sampler, **dict(self.options)
         )
+
+    def sample(
+        self, model, noise, sigmas, *, latent=None, extra_args=None, callback=None, noise_sampler=None, seed: int = 0
+    ) -> torch.Tensor:
+        """The :class:`StageSampler` protocol: start from ``noise * sigmas[0]`` (plus ``latent``,
+        the video a partial schedule starts from) and run the function."""
+        x = noise * sigmas[0] if latent is None else noise * sigmas[0] + latent
+        return self(model, x, sigmas, extra_args=extra_args, callback=callback, noise_sampler=noise_sampler)
+
+
+class StageSampler(Protocol):
+    """What :func:`cascade.pipeline.sample_stage` needs from a sampler: a ``name`` and
+    ``sample(model, noise, sigmas, *, latent, extra_args, callback, noise_sampler, seed)``, where
+    ``noise`` is unit Gaussian noise (seeded per frame), ``latent`` the video a partial schedule
+    starts from (``None`` from pure noise), ``model(x, sigma, **extra_args) -> x0`` and
+    ``noise_sampler(sigma, sigma_next)`` the run's seeded step noise. :class:`Sampler` is one;
+    the ComfyUI adapter (``nodes/core_sampling.py``) wraps any core ``SAMPLER`` as another."""
+
+    name: str
+
+    def sample(self, model, noise, sigmas, *, latent, extra_args, callback, noise_sampler, seed) -> torch.Tensor: ...

@@ -7,6 +7,7 @@ deprecated, never delete them (see CHANGELOG.md).
 
 from . import adapter
 from .loaders import ImagenVideoModelLoader, ImagenVideoTextEncode, ImagenVideoTextEncoderLoader
+from .sampling import ImagenVideoCosineScheduler, ImagenVideoSamplerSelect, ImagenVideoScheduler
 from .stages import ImagenVideoDistilledSampler, ImagenVideoSampler, ImagenVideoSpatialSR, ImagenVideoTemporalSR
 from .story import ImagenVideoStory, ImagenVideoStoryToVideo
 
@@ -22,6 +23,9 @@ NODE_CLASS_MAPPINGS = {
     "ImagenVideoDistilledSampler": ImagenVideoDistilledSampler,
     "ImagenVideoStory": ImagenVideoStory,
     "ImagenVideoStoryToVideo": ImagenVideoStoryToVideo,
+    "ImagenVideoSamplerSelect": ImagenVideoSamplerSelect,
+    "ImagenVideoScheduler": ImagenVideoScheduler,
+    "ImagenVideoCosineScheduler": ImagenVideoCosineScheduler,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -34,4 +38,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ImagenVideoDistilledSampler": "Imagen Video Distilled Sampler (IV)",
     "ImagenVideoStory": "Imagen Video Story (IV)",
     "ImagenVideoStoryToVideo": "Imagen Video Story to Video, streamed (IV)",
+    "ImagenVideoSamplerSelect": "Imagen Video Sampler Select (IV)",
+    "ImagenVideoScheduler": "Imagen Video Stage Scheduler (IV)",
+    "ImagenVideoCosineScheduler": "Truncated Cosine Scheduler (IV)",
 }

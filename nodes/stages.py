@@ -29,6 +29,7 @@ from ..cascade.roles import get_role, output_fps
 from ..cascade.samplers import SAMPLERS
 from . import adapter
 from .convert import conditioning_to_text, image_to_video, video_to_image
+from .core_sampling import stage_sampler
 from .models import MODEL_TYPE, ImagenVideoModel
 
 CATEGORY = "Imagen Video"
@@ -83,6 +84,23 @@ SHOW_ANIMATION = (
     "BOOLEAN",
     {"default": True, "tooltip": "Show the output as an animation in the node (off: nothing is written to the temp folder)."},
 )
+# core custom sampling: the optional inputs every stage node ends with (after show_animation)
+CORE_SAMPLING = {
+    "sampler": (
+        "SAMPLER",
+        {
+            "tooltip": "Optional core SAMPLER (KSamplerSelect, SamplerEulerAncestral, ImagenVideoSamplerSelect...); "
+            "when connected it is used instead of this node's own sampler.",
+        },
+    ),
+    "sigmas": (
+        "SIGMAS",
+        {
+            "tooltip": "Optional sigma grid (ImagenVideoScheduler, BasicScheduler, KarrasScheduler, SplitSigmas...); "
+            "when connected it replaces steps (its length - 1 steps) and denoise belongs to the scheduler.",
+        },
+    ),
+}
 # the optional inputs both SR nodes end with (in this order: the schema snapshot holds it)
 SR_TAIL = {
     "denoise": (
@@ -97,6 +115,7 @@ SR_TAIL = {
         },
     ),
     "show_animation": SHOW_ANIMATION,
+    **CORE_SAMPLING,
 }
 
 
@@ -277,6 +296,7 @@ class ImagenVideoSampler:
                     },
                 ),
                 "show_animation": SHOW_ANIMATION,
+                **CORE_SAMPLING,
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -301,13 +321,15 @@ class ImagenVideoSampler:
         end_images=None,
         known_noise=0.2,
         show_animation=True,
+        sampler=None,
+        sigmas=None,
         unique_id=None,
     ):
         model.require("base", "ImagenVideoSampler")
         fps = _check_fps(fps)
         text, neg = _text(model, positive, negative)
         guide = GuidanceOptions(guidance, oscillate=oscillating_guidance, w_low=guidance_low, thresholding=thresholding)
-        opts = SamplingOptions(steps=steps, sampler=sampler_name, guidance=guide, seed=seed)
+        opts = _core(SamplingOptions(steps=steps, sampler=sampler_name, guidance=guide, seed=seed), model, sampler, sigmas)
         check_options(model.stage, opts, neg)
         known = mask = None
         if start_images is not None or end_images is not None:
@@ -408,14 +430,28 @@ class ImagenVideoSpatialSR:
         tile_size=0,
         denoise=1.0,
         show_animation=True,
+        sampler=None,
+        sigmas=None,
         unique_id=None,
     ):
         model.require("ssr", "ImagenVideoSpatialSR")
         video = image_to_video(images)
         text, neg = _text(model, positive, negative)
-        opts = replace(_sr_options(steps, guidance, noise_augmentation, seed), denoise=denoise)
+        opts = _core(replace(_sr_options(steps, guidance, noise_augmentation, seed), denoise=denoise), model, sampler, sigmas)
         out = _run_ssr(model, video, text, neg, scale, opts, window_frames, tile_size, unique_id)
         return _result(out, None, show_animation)
+
+
+def _core(opts: SamplingOptions, model: ImagenVideoModel, sampler, sigmas) -> SamplingOptions:
+    """``opts`` with a connected core SAMPLER and/or SIGMAS grid."""
+    if sampler is not None:
+        opts = replace(opts, sampler=stage_sampler(sampler, model.stage))
+    if sigmas is not None:
+        if not isinstance(sigmas, torch.Tensor):
+            raise ValueError(f"sigmas must be a SIGMAS grid (a 1-D tensor); received {type(sigmas).__name__}.")
+        grid = sigmas.detach().float().cpu().flatten()
+        opts = replace(opts, sigmas=tuple(grid.tolist()), steps=max(1, len(grid) - 1))
+    return opts
 
 
 def _sr_options(steps, guidance, noise_augmentation, seed, sampler="ddim") -> SamplingOptions:
@@ -517,13 +553,15 @@ class ImagenVideoTemporalSR:
         window_frames=32,
         denoise=1.0,
         show_animation=True,
+        sampler=None,
+        sigmas=None,
         unique_id=None,
     ):
         model.require("tsr", "ImagenVideoTemporalSR")
         fps = _check_fps(fps)
         video = image_to_video(images)
         text, neg = _text(model, positive, negative)
-        opts = replace(_sr_options(steps, guidance, noise_augmentation, seed), denoise=denoise)
+        opts = _core(replace(_sr_options(steps, guidance, noise_augmentation, seed), denoise=denoise), model, sampler, sigmas)
         out = _run_tsr(model, video, text, neg, multiplier, frame_count_mode, opts, window_frames, unique_id)
         return _result(out, output_fps(model.stage.config, fps, multiplier), show_animation)
 

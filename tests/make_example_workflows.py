@@ -352,6 +352,50 @@ def extend_video(schemas):
     return g
 
 
+def core_sampling(schemas):
+    """Core custom sampling on every stage: KSamplerSelect / our SamplerSelect and SIGMAS nodes."""
+    g = Graph(schemas)
+    txt = text_nodes(g)
+    lb = g.add("ImagenVideoModelLoader", (0, 380), {"model_name": BASE})
+    ks = g.add("KSamplerSelect", (0, 540), {"sampler_name": "dpmpp_2m"}, size=(300, 60))
+    sig = g.add("ImagenVideoScheduler", (0, 640), {"steps": 16, "denoise": 1.0}, {"model": (lb, 0)}, size=(300, 100))
+    base = g.add(
+        "ImagenVideoSampler",
+        (380, 0),
+        {"seed": 42},
+        {"model": (lb, 0), "positive": (txt, 0), "sampler": (ks, 0), "sigmas": (sig, 0)},
+        size=(320, 500),
+    )
+    lt = g.add("ImagenVideoModelLoader", (380, 560), {"model_name": TSR})
+    anc = g.add("ImagenVideoSamplerSelect", (380, 720), {"sampler_name": "ancestral", "gamma": 0.3}, size=(300, 80))
+    tsr = g.add(
+        "ImagenVideoTemporalSR",
+        (740, 0),
+        {"seed": 43},
+        {"model": (lt, 0), "images": (base, 0), "fps": (base, 1), "positive": (txt, 0), "sampler": (anc, 0)},
+        size=(320, 460),
+    )
+    ls = g.add("ImagenVideoModelLoader", (740, 560), {"model_name": SSR})
+    ea = g.add("KSamplerSelect", (740, 720), {"sampler_name": "euler_ancestral"}, size=(300, 60))
+    ssr = g.add(
+        "ImagenVideoSpatialSR",
+        (1100, 0),
+        {"seed": 44},
+        {"model": (ls, 0), "images": (tsr, 0), "positive": (txt, 0), "sampler": (ea, 0)},
+        size=(320, 460),
+    )
+    save_video(g, (ssr, 0), (tsr, 1), (1460, 0), "imagen_video/core_sampling")
+    g.note(
+        "Core custom sampling: any SAMPLER (KSamplerSelect, SamplerEulerAncestral, ... or ImagenVideoSamplerSelect for the "
+        "paper's ancestral sampler) and any SIGMAS (ImagenVideoScheduler, KarrasScheduler, SplitSigmas ...) plug into the "
+        "optional sampler / sigmas inputs of every stage node. Guidance, thresholding, windows and known frames stay the "
+        "stage's own. Here: dpmpp_2m on 16 steps of the base's own schedule, the paper's ancestral sampler on the TSR, "
+        "euler_ancestral on the SSR.",
+        (0, 860),
+    )
+    return g
+
+
 WORKFLOWS = {
     "imagen_video_cascade": cascade,
     "imagen_video_paper_7_stages": paper_7_stage,
@@ -361,6 +405,7 @@ WORKFLOWS = {
     "imagen_video_story_shapes": story_shapes,
     "imagen_video_story_motorcycle": story_motorcycle,
     "imagen_video_extend_video": extend_video,
+    "imagen_video_core_sampling": core_sampling,
 }
 
 
