@@ -368,3 +368,128 @@ def test_bad_node_input_is_a_clear_error_and_the_next_prompt_runs(server, workfl
     )
     assert server.wait(server.queue(good)["prompt_id"])["status"]["status_str"] == "success"
     assert server.proc.poll() is None
+
+
+def _stage_graph(prefix, *, steps=8, guidance=4.0, thresholding="dynamic", sampler=None, sr=True):
+    """API-format graph: base (8 frames 32x32) -> TSR x2 -> SSR x2, frames saved as PNG (lossless).
+    ``sampler``: ("core", name) for KSamplerSelect, ("ours", name, gamma) for ImagenVideoSamplerSelect."""
+    loader = lambda f: {"class_type": "ImagenVideoModelLoader", "inputs": {"model_name": f, "precision": "auto", "device": "default"}}  # noqa: E731
+    g = {
+        "enc": {
+            "class_type": "ImagenVideoTextEncoderLoader",
+            "inputs": {"encoder": "all-MiniLM-L6-v2 (embedded)", "device": "default", "max_tokens": 64},
+        },
+        "txt": {"class_type": "ImagenVideoTextEncode", "inputs": {"text_encoder": ["enc", 0], "text": "a red circle moving right slowly"}},
+        "lb": loader("demo_base_16f_32px.safetensors"),
+        "base": {
+            "class_type": "ImagenVideoSampler",
+            "inputs": {
+                "model": ["lb", 0], "positive": ["txt", 0], "frames": 8, "width": 32, "height": 32, "fps": 4.0, "seed": 7,
+                "steps": steps, "guidance": guidance, "sampler_name": "ddim", "oscillating_guidance": False,
+                "guidance_low": 1.0, "thresholding": thresholding, "show_animation": False,
+            },
+        },
+        "save_base": {"class_type": "SaveImage", "inputs": {"images": ["base", 0], "filename_prefix": f"{prefix}/base"}},
+    }
+    stages = ["base"]
+    if sr:
+        sr_in = {"positive": ["txt", 0], "noise_augmentation": 0.3, "steps": 4, "guidance": 0.0, "show_animation": False}
+        g["lt"], g["ls"] = loader("demo_tsr_x2_32px.safetensors"), loader("demo_ssr_x2_64px.safetensors")
+        g["tsr"] = {
+            "class_type": "ImagenVideoTemporalSR",
+            "inputs": {"model": ["lt", 0], "images": ["base", 0], "fps": ["base", 1], "multiplier": 2,
+                       "frame_count_mode": "imagen", "seed": 8, **sr_in},
+        }
+        g["ssr"] = {"class_type": "ImagenVideoSpatialSR", "inputs": {"model": ["ls", 0], "images": ["tsr", 0], "scale": 2.0, "seed": 9, **sr_in}}
+        g["save_sr"] = {"class_type": "SaveImage", "inputs": {"images": ["ssr", 0], "filename_prefix": f"{prefix}/sr"}}
+        stages += ["tsr", "ssr"]
+    if sampler is not None:
+        g["smp"] = (
+            {"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler[1]}}
+            if sampler[0] == "core"
+            else {"class_type": "ImagenVideoSamplerSelect", "inputs": {"sampler_name": sampler[1], "gamma": sampler[2]}}
+        )
+        for s in stages:
+            g[s]["inputs"]["sampler"] = ["smp", 0]
+    return g
+
+
+def _frames(server, prefix, what):
+    import numpy as np
+    from PIL import Image
+
+    files = sorted((server.out / prefix).glob(f"{what}_*.png"))
+    assert files, f"no frames saved under {prefix}"
+    return np.stack([np.asarray(Image.open(f), dtype=np.float64) / 255 for f in files])
+
+
+def _psnr(a, b) -> float:
+    import numpy as np
+
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(10 * np.log10(1 / max(float(((a - b) ** 2).mean()), 1e-12)))
+
+
+def _run_all(server, graphs: dict) -> None:
+    for prefix, g in graphs.items():
+        r = server.queue(g)
+        assert "prompt_id" in r and not r.get("node_errors"), r
+        entry = server.wait(r["prompt_id"])
+        assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-3000:]
+
+
+def test_core_samplers_drive_every_stage(server):
+    """ComfyUI's own euler, euler_ancestral, dpmpp_2m and uni_pc (KSamplerSelect) drive the base,
+    TSR and SSR stages. Where they are our method they give our video: euler is DDIM, and
+    euler_ancestral (eta 1) is our ancestral sampler at gamma 0 (same seeded step noise)."""
+    graphs = {
+        "cs_ddim": _stage_graph("cs_ddim"),
+        "cs_ours_anc0": _stage_graph("cs_ours_anc0", sampler=("ours", "ancestral", 0.0)),
+        **{f"cs_{n}": _stage_graph(f"cs_{n}", sampler=("core", n)) for n in ("euler", "euler_ancestral", "dpmpp_2m", "uni_pc")},
+    }
+    _run_all(server, graphs)
+    f = {p: (_frames(server, p, "base"), _frames(server, p, "sr")) for p in graphs}
+    assert f["cs_ddim"][0].shape == (8, 32, 32, 3) and f["cs_ddim"][1].shape == (16, 64, 64, 3)
+    same = {
+        "euler = ddim": (f["cs_euler"], f["cs_ddim"]),
+        "euler_ancestral = ours gamma 0": (f["cs_euler_ancestral"], f["cs_ours_anc0"]),
+    }
+    for what, (a, b) in same.items():
+        base, sr = _psnr(a[0], b[0]), _psnr(a[1], b[1])
+        print(f"{what}: base {base:.1f} dB, SR cascade {sr:.1f} dB")
+        assert base > 50 and sr > 50, what
+    for n in ("dpmpp_2m", "uni_pc"):
+        base, sr = f[f"cs_{n}"]
+        print(f"{n} vs ddim (8 steps, w 4, dynamic thresholding): base {_psnr(base, f['cs_ddim'][0]):.1f} dB")
+        assert base.shape == (8, 32, 32, 3) and sr.shape == (16, 64, 64, 3) and base.std() > 0.02 and sr.std() > 0.02
+    assert _psnr(f["cs_dpmpp_2m"][0], f["cs_ddim"][0]) > 25  # the same ODE, another solver
+
+
+def test_higher_order_core_samplers_beat_ddim_at_few_steps_without_guidance(server):
+    """Unguided and unthresholded (a smooth ODE), 8 steps of dpmpp_2m or uni_pc land nearer the
+    128-step DDIM solution than 8 steps of DDIM: the core solvers really solve our stage's ODE."""
+    graphs = {"ho_ref": _stage_graph("ho_ref", steps=128, guidance=0.0, thresholding="none", sr=False)}
+    graphs["ho_ddim"] = _stage_graph("ho_ddim", guidance=0.0, thresholding="none", sr=False)
+    for n in ("dpmpp_2m", "uni_pc"):
+        graphs[f"ho_{n}"] = _stage_graph(f"ho_{n}", guidance=0.0, thresholding="none", sampler=("core", n), sr=False)
+    _run_all(server, graphs)
+    ref = _frames(server, "ho_ref", "base")
+    got = {p: _psnr(_frames(server, p, "base"), ref) for p in graphs if p != "ho_ref"}
+    print("8 steps vs 128-step DDIM (dB):", {k: round(v, 1) for k, v in got.items()})
+    assert got["ho_dpmpp_2m"] > got["ho_ddim"] + 2 and got["ho_uni_pc"] > got["ho_ddim"] + 2
+
+
+def test_core_sigmas_drive_the_stages(server):
+    """SIGMAS from our scheduler give the node's own video; a core Karras grid (sigma_max 14.6, below
+    the schedule's top) starts the SSR from its input, as in ComfyUI, and stays near it."""
+    g = _stage_graph("sg_sched")
+    g["sig"] = {"class_type": "ImagenVideoScheduler", "inputs": {"model": ["lb", 0], "steps": 8, "denoise": 1.0}}
+    g["base"]["inputs"].update(sigmas=["sig", 0], steps=99)  # the grid sets the steps
+    g["kar"] = {"class_type": "KarrasScheduler", "inputs": {"steps": 4, "sigma_max": 0.5, "sigma_min": 0.03, "rho": 7.0}}
+    g["ssr"]["inputs"]["sigmas"] = ["kar", 0]
+    _run_all(server, {"sg_sched": g, "sg_ddim": _stage_graph("sg_ddim")})
+    assert _psnr(_frames(server, "sg_sched", "base"), _frames(server, "sg_ddim", "base")) > 50
+    sr, ref = _frames(server, "sg_sched", "sr"), _frames(server, "sg_ddim", "sr")
+    assert sr.shape == ref.shape == (16, 64, 64, 3)
+    print(f"SSR from a Karras grid starting at sigma 0.5 vs the full run: {_psnr(sr, ref):.1f} dB")
+    assert _psnr(sr, ref) > 20
