@@ -24,7 +24,16 @@ import torch
 from .diffusion import ddim_step
 from .schedule import vesigma_to_alpha_sigma
 
-__all__ = ["SAMPLERS", "Sampler", "StageSampler", "check_sigmas", "sample_ancestral", "sample_ddim", "sample_distilled", "get_sampler"]
+__all__ = [
+    "SAMPLERS",
+    "Sampler",
+    "StageSampler",
+    "check_sigmas",
+    "sample_ancestral",
+    "sample_ddim",
+    "sample_distilled",
+    "get_sampler",
+]
 
 
 def _noise(x, sigma, sigma_next, generator, noise_sampler) -> torch.Tensor:

@@ -373,20 +373,38 @@ def test_bad_node_input_is_a_clear_error_and_the_next_prompt_runs(server, workfl
 def _stage_graph(prefix, *, steps=8, guidance=4.0, thresholding="dynamic", sampler=None, sr=True):
     """API-format graph: base (8 frames 32x32) -> TSR x2 -> SSR x2, frames saved as PNG (lossless).
     ``sampler``: ("core", name) for KSamplerSelect, ("ours", name, gamma) for ImagenVideoSamplerSelect."""
-    loader = lambda f: {"class_type": "ImagenVideoModelLoader", "inputs": {"model_name": f, "precision": "auto", "device": "default"}}  # noqa: E731
+    def loader(f):
+        return {
+            "class_type": "ImagenVideoModelLoader",
+            "inputs": {"model_name": f, "precision": "auto", "device": "default"},
+        }
     g = {
         "enc": {
             "class_type": "ImagenVideoTextEncoderLoader",
             "inputs": {"encoder": "all-MiniLM-L6-v2 (embedded)", "device": "default", "max_tokens": 64},
         },
-        "txt": {"class_type": "ImagenVideoTextEncode", "inputs": {"text_encoder": ["enc", 0], "text": "a red circle moving right slowly"}},
+        "txt": {
+            "class_type": "ImagenVideoTextEncode",
+            "inputs": {"text_encoder": ["enc", 0], "text": "a red circle moving right slowly"},
+        },
         "lb": loader("demo_base_16f_32px.safetensors"),
         "base": {
             "class_type": "ImagenVideoSampler",
             "inputs": {
-                "model": ["lb", 0], "positive": ["txt", 0], "frames": 8, "width": 32, "height": 32, "fps": 4.0, "seed": 7,
-                "steps": steps, "guidance": guidance, "sampler_name": "ddim", "oscillating_guidance": False,
-                "guidance_low": 1.0, "thresholding": thresholding, "show_animation": False,
+                "model": ["lb", 0],
+                "positive": ["txt", 0],
+                "frames": 8,
+                "width": 32,
+                "height": 32,
+                "fps": 4.0,
+                "seed": 7,
+                "steps": steps,
+                "guidance": guidance,
+                "sampler_name": "ddim",
+                "oscillating_guidance": False,
+                "guidance_low": 1.0,
+                "thresholding": thresholding,
+                "show_animation": False,
             },
         },
         "save_base": {"class_type": "SaveImage", "inputs": {"images": ["base", 0], "filename_prefix": f"{prefix}/base"}},
@@ -397,10 +415,20 @@ def _stage_graph(prefix, *, steps=8, guidance=4.0, thresholding="dynamic", sampl
         g["lt"], g["ls"] = loader("demo_tsr_x2_32px.safetensors"), loader("demo_ssr_x2_64px.safetensors")
         g["tsr"] = {
             "class_type": "ImagenVideoTemporalSR",
-            "inputs": {"model": ["lt", 0], "images": ["base", 0], "fps": ["base", 1], "multiplier": 2,
-                       "frame_count_mode": "imagen", "seed": 8, **sr_in},
+            "inputs": {
+                "model": ["lt", 0],
+                "images": ["base", 0],
+                "fps": ["base", 1],
+                "multiplier": 2,
+                "frame_count_mode": "imagen",
+                "seed": 8,
+                **sr_in,
+            },
         }
-        g["ssr"] = {"class_type": "ImagenVideoSpatialSR", "inputs": {"model": ["ls", 0], "images": ["tsr", 0], "scale": 2.0, "seed": 9, **sr_in}}
+        g["ssr"] = {
+            "class_type": "ImagenVideoSpatialSR",
+            "inputs": {"model": ["ls", 0], "images": ["tsr", 0], "scale": 2.0, "seed": 9, **sr_in},
+        }
         g["save_sr"] = {"class_type": "SaveImage", "inputs": {"images": ["ssr", 0], "filename_prefix": f"{prefix}/sr"}}
         stages += ["tsr", "ssr"]
     if sampler is not None:
@@ -431,7 +459,7 @@ def _psnr(a, b) -> float:
 
 
 def _run_all(server, graphs: dict) -> None:
-    for prefix, g in graphs.items():
+    for _prefix, g in graphs.items():
         r = server.queue(g)
         assert "prompt_id" in r and not r.get("node_errors"), r
         entry = server.wait(r["prompt_id"])

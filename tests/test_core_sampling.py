@@ -19,8 +19,15 @@ vesigma_to_alpha_sigma = pack.cascade.schedule.vesigma_to_alpha_sigma
 @pytest.fixture(scope="module")
 def demo():
     load = M["ImagenVideoModelLoader"]().load
-    models = {r: load(f)[0] for r, f in [("base", "demo_base_16f_32px.safetensors"), ("ssr", "demo_ssr_x2_64px.safetensors"),
-                                        ("tsr", "demo_tsr_x2_32px.safetensors"), ("student", "demo_base_16f_32px_distilled_8step.safetensors")]}
+    models = {
+        r: load(f)[0]
+        for r, f in [
+            ("base", "demo_base_16f_32px.safetensors"),
+            ("ssr", "demo_ssr_x2_64px.safetensors"),
+            ("tsr", "demo_tsr_x2_32px.safetensors"),
+            ("student", "demo_base_16f_32px_distilled_8step.safetensors"),
+        ]
+    }
     enc = M["ImagenVideoTextEncoderLoader"]().load("all-MiniLM-L6-v2 (embedded)")[0]
     cond = M["ImagenVideoTextEncode"]().encode(enc, "a red circle moving right slowly")[0]
     return models, cond
@@ -41,9 +48,9 @@ def ssr(models, cond, images, **kw):
 def tsr(models, cond, images, **kw):
     args = dict(fps=4.0, multiplier=2, frame_count_mode="imagen", noise_augmentation=0.3, seed=2, steps=4, guidance=0.0)
     args.update(kw)
-    return M["ImagenVideoTemporalSR"]().interpolate(models["tsr"], images, positive=cond, **args, show_animation=False)[
-        "result"
-    ][0]
+    return M["ImagenVideoTemporalSR"]().interpolate(models["tsr"], images, positive=cond, **args, show_animation=False)["result"][
+        0
+    ]
 
 
 # textbook k-diffusion samplers (Karras et al. Alg. 2 without churn; Euler ancestral with eta = 1),
@@ -94,8 +101,18 @@ def test_a_core_euler_ancestral_sampler_is_our_ancestral_sampler_at_gamma_0(demo
     models, cond = demo
     ea = core.make_ksampler(textbook_euler_ancestral)
     ours = M["ImagenVideoSampler"]().sample(
-        models["base"], cond, 8, 32, 32, 4.0, 5, 6, 4.0, "ancestral",
-        sampler=pack.nodes.sampling.ImagenVideoSamplerSelect().select("ancestral", 0.0)[0], show_animation=False,
+        models["base"],
+        cond,
+        8,
+        32,
+        32,
+        4.0,
+        5,
+        6,
+        4.0,
+        "ancestral",
+        sampler=pack.nodes.sampling.ImagenVideoSamplerSelect().select("ancestral", 0.0)[0],
+        show_animation=False,
     )["result"][0]
     theirs = base(models, cond, sampler=ea)
     assert (theirs - ours).abs().max() < 2e-3
@@ -120,7 +137,9 @@ def test_stage_scheduler_sigmas_give_the_same_video_as_steps_and_denoise(demo):
     low = base(models, cond)[:4, ::2, ::2]
     half = sched.schedule(models["ssr"], 4, 0.5)[0]
     assert torch.equal(ssr(models, cond, low, sigmas=half), ssr(models, cond, low, denoise=0.5))
-    assert torch.equal(tsr(models, cond, low, sigmas=sched.schedule(models["tsr"], 4, 0.5)[0]), tsr(models, cond, low, denoise=0.5))
+    assert torch.equal(
+        tsr(models, cond, low, sigmas=sched.schedule(models["tsr"], 4, 0.5)[0]), tsr(models, cond, low, denoise=0.5)
+    )
 
 
 def test_a_partial_grid_keeps_the_input(demo):
