@@ -373,11 +373,13 @@ def test_bad_node_input_is_a_clear_error_and_the_next_prompt_runs(server, workfl
 def _stage_graph(prefix, *, steps=8, guidance=4.0, thresholding="dynamic", sampler=None, sr=True):
     """API-format graph: base (8 frames 32x32) -> TSR x2 -> SSR x2, frames saved as PNG (lossless).
     ``sampler``: ("core", name) for KSamplerSelect, ("ours", name, gamma) for ImagenVideoSamplerSelect."""
+
     def loader(f):
         return {
             "class_type": "ImagenVideoModelLoader",
             "inputs": {"model_name": f, "precision": "auto", "device": "default"},
         }
+
     g = {
         "enc": {
             "class_type": "ImagenVideoTextEncoderLoader",
