@@ -154,6 +154,19 @@ def soft_empty_cache() -> None:
         mm.soft_empty_cache()
 
 
+def preview_size() -> int | None:
+    """ComfyUI's live-preview setting, read at every run (newer ComfyUI sets it per prompt from the
+    frontend's *Live preview method*; older ones from ``--preview-method``): the largest preview
+    side in pixels, or ``None`` when previews are off. Standalone: 512."""
+    if not IN_COMFYUI:
+        return 512
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    if args.preview_method == LatentPreviewMethod.NoPreviews:
+        return None
+    return int(args.preview_size)
+
+
 class Progress:
     """ComfyUI progress bar with previews; Cancel takes effect on every update."""
 

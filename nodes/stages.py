@@ -131,24 +131,29 @@ def _w(spec: tuple, tooltip: str, **changes) -> tuple:
     return (spec[0], {**spec[1], **changes, "tooltip": tooltip})
 
 
-def _preview(x0: torch.Tensor):
-    """A JPEG strip of up to 4 frames of the current x0 prediction (pixel space: no decoder needed)."""
+def _preview(x0: torch.Tensor | None, size: int | None):
+    """A JPEG strip of up to 4 frames of a video (the current x0 prediction, or the newest
+    finished frames) in [-1, 1] (pixel space: no decoder needed); ``None`` when previews are off."""
+    if x0 is None or size is None:
+        return None
     from PIL import Image
 
     v = x0[0].detach().float().cpu()  # (3, T, H, W)
     idx = np.linspace(0, v.shape[1] - 1, min(4, v.shape[1])).round().astype(int)
     strip = torch.cat([v[:, i] for i in idx], dim=-1)
-    img = ((strip.permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).byte().numpy()
-    return ("JPEG", Image.fromarray(img), 512)
+    img = ((strip.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+    return ("JPEG", Image.fromarray(img), size)
 
 
 def _progress(node_id):
+    """Progress over every evaluation, with a live preview where ComfyUI's preview setting asks for one."""
     bar = {"p": None}
+    size = adapter.preview_size()
 
     def progress(done, total, preview):
         if bar["p"] is None or bar["p"].total != total:
             bar["p"] = adapter.Progress(total, node_id)
-        bar["p"].update(done, _preview(preview) if preview is not None else None)
+        bar["p"].update(done, _preview(preview, size))
 
     return progress
 

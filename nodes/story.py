@@ -13,7 +13,7 @@ from ..cascade.story import StoryOptions, parse_story, run_story, story_base_fra
 from ..cascade.video_io import VideoWriter
 from . import adapter
 from .models import MODEL_TYPE, TEXT_ENCODER_TYPE
-from .stages import FPS, GUIDANCE, SEED, _check_fps, _result, _w
+from .stages import FPS, GUIDANCE, SEED, _check_fps, _preview, _result, _w
 
 CATEGORY = "Imagen Video/story"
 STORY_DEFAULT = (
@@ -111,6 +111,7 @@ class ImagenVideoStory:
         stage = model.ready()
         total = sum(s.frames for s in scenes)
         bar = adapter.Progress(total, unique_id)
+        size = adapter.preview_size()
         frames, done = [], 0
         for new, _ in story_base_frames(
             stage,
@@ -122,7 +123,7 @@ class ImagenVideoStory:
         ):
             frames.append(new.cpu())
             done += new.shape[2]
-            bar.update(done)
+            bar.update(done, _preview(new, size))  # the newest frames
         return _result(torch.cat(frames, dim=2), float(fps))
 
 
@@ -208,6 +209,7 @@ class ImagenVideoStoryToVideo:
         path = adapter.output_video_path(filename_prefix)
         total = sum(s.frames for s in scenes) * factor
         bar = adapter.Progress(total, unique_id)
+        size = adapter.preview_size()
         stages = [m.ready() if m is not None else None for m in (model, tsr_model, ssr_model)]
         last = {"frames": None}
         with VideoWriter(path, out_fps) as writer:
@@ -216,7 +218,7 @@ class ImagenVideoStoryToVideo:
                 images = video_to_frames(frames)
                 writer.write(images)
                 last["frames"] = images[-1:].cpu()
-                bar.update(writer.frames_written)
+                bar.update(writer.frames_written, _preview(frames, size))  # the frames just written
 
             run_story(
                 scenes,

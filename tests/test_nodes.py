@@ -325,3 +325,36 @@ def test_sr_denoise_and_the_animation_switch(models, cond):
     assert tsr["result"][0].shape == (6, 8, 8, 3) and tsr["result"][1] == 8.0 and "images" not in tsr["ui"]
     with pytest.raises(ValueError, match="distilled student samples the step grid"):
         ssr.upscale(models["ssr_distilled"], low, cond, 2.0, 0.3, 0, 4, 1.0, denoise=0.5)
+
+
+def _record_previews(monkeypatch):
+    seen = []
+    orig = adapter.Progress.update
+
+    def spy(self, done, preview=None):
+        seen.append(preview)
+        return orig(self, done, preview)
+
+    monkeypatch.setattr(adapter.Progress, "update", spy)
+    return seen
+
+
+def test_previews_follow_comfyui_preview_setting(models, cond, story_models, monkeypatch, tmp_path):
+    """Live previews (stage nodes: the x0 prediction; story nodes: the newest frames) at ComfyUI's
+    preview size, and none at all when ComfyUI's preview method is off."""
+    seen = _record_previews(monkeypatch)
+    monkeypatch.setattr(adapter, "preview_size", lambda: 256)
+    run_base(models, cond)
+    M["ImagenVideoStory"]().generate(models["base"], story_models, "a red circle | 6f", **STORY_ARGS)
+    monkeypatch.setattr(adapter, "output_directory", lambda: tmp_path)
+    M["ImagenVideoStoryToVideo"]().generate(
+        models["base"], story_models, "a red circle | 6f", **STORY_ARGS, sr_steps=2, sr_guidance=0.0, filename_prefix="p"
+    )
+    shown = [p for p in seen if p is not None]
+    assert len(shown) >= 4 and all(p[0] == "JPEG" and p[2] == 256 for p in shown)
+    assert shown[0][1].size == (4 * 8, 8)  # a strip of 4 frames of the 8x8 video
+    seen.clear()
+    monkeypatch.setattr(adapter, "preview_size", lambda: None)
+    run_base(models, cond)
+    M["ImagenVideoStory"]().generate(models["base"], story_models, "a red circle | 6f", **STORY_ARGS)
+    assert seen and all(p is None for p in seen)
