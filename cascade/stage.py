@@ -11,6 +11,7 @@ import torch
 from .checkpoint import load_stage_file, save_stage_file
 from .config import StageConfig
 from .diffusion import VDenoiser
+from .offload import SequentialOffload
 from .roles import get_role
 from .text import TextEmbedding
 
@@ -24,6 +25,7 @@ class Stage:
         self.config = config
         self.net = net if net is not None else get_role(config.role).build_network(config)
         self.source = source
+        self.offload: SequentialOffload | None = None
 
     @property
     def role(self) -> str:
@@ -31,7 +33,20 @@ class Stage:
 
     @property
     def device(self) -> torch.device:
+        """Where the stage computes: its weights' device, or the execution device in low-VRAM mode."""
+        if self.offload is not None and self.offload.attached:
+            return self.offload.device
         return next(self.net.parameters()).device
+
+    def low_vram(self, device: torch.device | str | None, offload_device: torch.device | str = "cpu") -> Stage:
+        """Run on ``device`` with the weights on ``offload_device``, one module at a time
+        (:class:`~cascade.offload.SequentialOffload`); ``None`` turns it off."""
+        if self.offload is not None:
+            self.offload.detach()
+            self.offload = None
+        if device is not None:
+            self.offload = SequentialOffload(self.net, device, offload_device).attach()
+        return self
 
     @property
     def dtype(self) -> torch.dtype:

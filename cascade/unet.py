@@ -119,8 +119,9 @@ class VideoUNet(nn.Module):
 
     # -- conditioning -----------------------------------------------------------------------------
 
-    def _per_frame(self, v: torch.Tensor, b: int, frames: int, what: str) -> torch.Tensor:
-        v = torch.as_tensor(v, device=self.conv_in.weight.device).float()
+    def _per_frame(self, v: torch.Tensor, b: int, frames: int, what: str, device=None) -> torch.Tensor:
+        # on the input's device (a low-VRAM run keeps the weights elsewhere between their calls)
+        v = torch.as_tensor(v, device=device if device is not None else self.conv_in.weight.device).float()
         if v.ndim == 0:
             return v.expand(b * frames)
         if v.shape == (b,):
@@ -129,9 +130,9 @@ class VideoUNet(nn.Module):
             return v.reshape(-1)
         raise ValueError(f"{what} must be a scalar, (B,) or (B, T) = ({b}, {frames}); received shape {tuple(v.shape)}.")
 
-    def embed(self, b, frames, logsnr, text, aug_logsnr, guidance, video_mask=None):
+    def embed(self, b, frames, logsnr, text, aug_logsnr, guidance, video_mask=None, device=None):
         """Per-frame conditioning vector ``(B*T, E)`` (SiLU applied) and the text context."""
-        e = self.logsnr_emb(self._per_frame(logsnr, b, frames, "logsnr"))
+        e = self.logsnr_emb(self._per_frame(logsnr, b, frames, "logsnr", device))
         cfg = self.config
         if self.frame_emb is not None and frames > 1:
             phase = torch.arange(frames, device=e.device, dtype=torch.float32) / (frames - 1)
@@ -142,11 +143,11 @@ class VideoUNet(nn.Module):
         if cfg.aug_cond:
             if aug_logsnr is None:
                 raise ValueError("This stage is conditioned on a noise-augmentation level: pass aug_logsnr.")
-            e = e + self.aug_emb(self._per_frame(aug_logsnr, b, frames, "aug_logsnr"))
+            e = e + self.aug_emb(self._per_frame(aug_logsnr, b, frames, "aug_logsnr", device))
         if cfg.guidance_cond:
             if guidance is None:
                 raise ValueError("This guided-distilled student needs the guidance weight: pass guidance (w).")
-            e = e + self.guidance_emb(self._per_frame(guidance, b, frames, "guidance"))
+            e = e + self.guidance_emb(self._per_frame(guidance, b, frames, "guidance", device))
         ctx = None
         if cfg.text_dim:
             if text is None:
@@ -187,7 +188,7 @@ class VideoUNet(nn.Module):
         b, _, frames, h, w = z.shape
         dt = self.conv_in.weight.dtype
         vm = None if video_mask is None else torch.as_tensor(video_mask, device=z.device)
-        emb, ctx = self.embed(b, frames, logsnr, text, aug_logsnr, guidance, vm)
+        emb, ctx = self.embed(b, frames, logsnr, text, aug_logsnr, guidance, vm, device=z.device)
         x = z if cond is None else torch.cat([z, cond.to(z)], dim=1)
         x = x.to(dt).transpose(1, 2).reshape(b * frames, -1, h, w)  # (B*T, C, H, W)
         if cfg.patch_size > 1:

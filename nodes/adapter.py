@@ -133,20 +133,60 @@ def check_interrupt() -> None:
         raise Interrupted("Processing interrupted")
 
 
+class _Holder(torch.nn.Module):
+    """Holds a module whose class has a read-only ``device`` (Hugging Face models), which
+    ComfyUI's ModelPatcher assigns to."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.inner = module
+
+
 def make_patcher(module: torch.nn.Module, load_device: torch.device):
     """A ComfyUI ModelPatcher so the model is loaded on demand and offloaded when others need memory."""
     if not IN_COMFYUI:
         return None
     import comfy.model_patcher
 
+    if isinstance(getattr(type(module), "device", None), property):
+        module = _Holder(module)
     return comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_device())
 
 
-def load_to_device(patcher, module: torch.nn.Module, device: torch.device) -> None:
+def load_to_device(patcher, module: torch.nn.Module, device: torch.device, memory_required: int = 0) -> None:
+    """Load ``module`` whole on ``device`` through ComfyUI's model management, which first frees
+    other models for it and for ``memory_required`` bytes of activations. Whole: ComfyUI's partial
+    loading only streams its own cast-weight layer classes, and would leave plain layers behind
+    on the offload device (the loader's low_vram mode streams every layer instead)."""
+    load_to_device_together([(patcher, module, device)], memory_required)
+
+
+def load_to_device_together(items: list, memory_required: int = 0) -> None:
+    """:func:`load_to_device` for several ``(patcher, module, device)`` in one request."""
+    patchers = [p for p, _, _ in items if p is not None]
+    if patchers:
+        mm.load_models_gpu(patchers, memory_required=int(memory_required), force_full_load=True)
+    for p, module, device in items:
+        if p is None:
+            module.to(device)
+
+
+def free_memory(device: torch.device, memory_required: int) -> None:
+    """Ask ComfyUI to unload other models until ``memory_required`` bytes are free on ``device``."""
+    if IN_COMFYUI and device.type != "cpu":
+        mm.free_memory(int(memory_required), device)
+
+
+def unload(patcher, module: torch.nn.Module) -> None:
+    """Move a model back to its offload device now (and out of ComfyUI's list of loaded models)."""
     if patcher is not None:
-        mm.load_models_gpu([patcher])
+        for i, loaded in enumerate(list(mm.current_loaded_models)):
+            if loaded.model is patcher:
+                mm.current_loaded_models.pop(i).model_unload()
+                break
+        mm.soft_empty_cache()
     else:
-        module.to(device)
+        module.to(offload_device())
 
 
 def soft_empty_cache() -> None:

@@ -8,7 +8,7 @@ from ..cascade.stage import load_stage
 from ..cascade.text import load_text_encoder
 from . import adapter
 from .convert import text_to_conditioning
-from .models import MODEL_TYPE, TEXT_ENCODER_TYPE, ImagenVideoModel, ImagenVideoTextEncoder
+from .models import MODEL_TYPE, OFFLOAD_MODES, TEXT_ENCODER_TYPE, ImagenVideoModel, ImagenVideoTextEncoder
 
 CATEGORY = "Imagen Video"
 EMBEDDED_ENCODER = "all-MiniLM-L6-v2 (embedded)"
@@ -50,15 +50,28 @@ class ImagenVideoModelLoader:
                     ["default", "cpu"],
                     {"default": "default", "tooltip": "default: ComfyUI's main device (GPU if any); cpu: always run on the CPU."},
                 ),
-            }
+            },
+            "optional": {
+                "offload": (
+                    OFFLOAD_MODES,
+                    {
+                        "default": "auto",
+                        "tooltip": "auto: stays on the GPU until ComfyUI needs the memory; after_use: back to the CPU as soon "
+                        "as a node is done with it; low_vram: weights stay in CPU RAM and visit the GPU one layer at a "
+                        "time (for stages larger than the GPU; slower).",
+                    },
+                ),
+            },
         }
 
-    def load(self, model_name, precision="auto", device="default"):
+    def load(self, model_name, precision="auto", device="default", offload="auto"):
+        if offload not in OFFLOAD_MODES:
+            raise ValueError(f"offload must be one of {OFFLOAD_MODES}; received {offload!r}.")
         path = adapter.model_path(model_name)
         dev = adapter.torch_device(device)
         stage = load_stage(path, device="cpu", dtype=_precision(precision, dev))
         stage.net.to(adapter.offload_device())
-        return (ImagenVideoModel(stage, model_name, dev, adapter.make_patcher(stage.net, dev)),)
+        return (ImagenVideoModel(stage, model_name, dev, adapter.make_patcher(stage.net, dev), offload),)
 
 
 class ImagenVideoTextEncoderLoader:
@@ -98,13 +111,14 @@ class ImagenVideoTextEncoderLoader:
 
     def load(self, encoder, device="default", max_tokens=64, tokenizer=""):
         dev = adapter.torch_device(device)
+        home = adapter.offload_device()  # loaded on dev through model management only while it encodes
         if encoder == EMBEDDED_ENCODER:
-            enc = load_text_encoder(None, device=dev, max_tokens=max_tokens)
+            enc = load_text_encoder(None, device=home, max_tokens=max_tokens)
         else:
             path = adapter.text_encoder_path(encoder)
             tok = tokenizer.strip() or (adapter.comfy_t5_tokenizer() if path.endswith(".safetensors") else None)
-            enc = load_text_encoder(path, tokenizer_path=tok, device=dev, max_tokens=max_tokens)
-        return (ImagenVideoTextEncoder(enc, encoder),)
+            enc = load_text_encoder(path, tokenizer_path=tok, device=home, max_tokens=max_tokens)
+        return (ImagenVideoTextEncoder(enc, encoder, dev, adapter.make_patcher(enc.model, dev)),)
 
 
 class ImagenVideoTextEncode:

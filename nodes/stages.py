@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 import uuid
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
 import torch
 
-from ..cascade.checks import check_count
+from ..cascade.checks import check_count, estimate_sampling_bytes
 from ..cascade.guidance import GuidanceOptions
 from ..cascade.pipeline import (
     SR_THRESHOLDING,
@@ -195,6 +196,20 @@ def _text(model: ImagenVideoModel, positive, negative):
     return text, neg
 
 
+@contextmanager
+def _running(model: ImagenVideoModel, shape, opts: SamplingOptions, window: int | None = None, tile: int | None = None):
+    """The stage on its device for one node's run, with ComfyUI told the run's estimated memory
+    (it unloads other models first); released afterwards by the loader's offload mode."""
+    cfg = model.stage.config
+    guided = bool(opts.guidance.w) and bool(cfg.text_dim) and not cfg.is_distilled
+    need = estimate_sampling_bytes(model.stage, shape, guided=guided, window=window, tile=tile)
+    stage = model.ready(need)
+    try:
+        yield stage
+    finally:
+        model.release()
+
+
 def _check_fps(fps: float) -> float:
     if not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive number; received {fps!r}.")
@@ -351,20 +366,20 @@ class ImagenVideoSampler:
                 start=None if start_images is None else image_to_video(start_images, "start_images"),
                 end=None if end_images is None else image_to_video(end_images, "end_images"),
             )
-        stage = model.ready()
-        video = generate(
-            stage,
-            text,
-            frames=frames,
-            height=height,
-            width=width,
-            options=opts,
-            negative=neg,
-            known=known,
-            known_mask=mask,
-            paste_known=True,
-            progress=_progress(unique_id),
-        )
+        with _running(model, (1, 3, frames, height, width), opts) as stage:
+            video = generate(
+                stage,
+                text,
+                frames=frames,
+                height=height,
+                width=width,
+                options=opts,
+                negative=neg,
+                known=known,
+                known_mask=mask,
+                paste_known=True,
+                progress=_progress(unique_id),
+            )
         return _result(video, fps, show_animation)
 
 
@@ -475,8 +490,14 @@ def _run_ssr(model, video, text, neg, scale, opts, window_frames, tile_size, uni
         raise ValueError(f"scale must be >= 1; received {scale!r}.")
     out_h, out_w = spatial_output_size(model.stage, video.shape[-2:], scale)
     check_options(model.stage, opts, neg)
-    stage = model.ready()
     tile = tile_size or _auto_tile(out_h, out_w, model.device)
+    shape = (video.shape[0], 3, video.shape[2], out_h, out_w)
+    with _running(model, shape, opts, window=window_frames, tile=tile) as stage:
+        return _ssr_with_retries(stage, video, text, neg, (out_h, out_w), opts, window_frames, tile, unique_id)
+
+
+def _ssr_with_retries(stage, video, text, neg, size, opts, window_frames, tile, unique_id):
+    out_h, out_w = size
     while True:
         try:
             return upsample_spatial(
@@ -577,19 +598,20 @@ def _run_tsr(model, video, text, neg, multiplier, mode, opts, window_frames, uni
     if multiplier == 1:
         return video
     check_options(model.stage, opts, neg)
-    stage = model.ready()
-    return upsample_temporal(
-        stage,
-        video,
-        text,
-        multiplier=multiplier,
-        mode=mode,
-        options=opts,
-        negative=neg,
-        window=window_frames,
-        overlap=min(8, window_frames // 4),
-        progress=_progress(unique_id),
-    )
+    shape = (video.shape[0], 3, video.shape[2] * multiplier, *video.shape[-2:])
+    with _running(model, shape, opts, window=window_frames) as stage:
+        return upsample_temporal(
+            stage,
+            video,
+            text,
+            multiplier=multiplier,
+            mode=mode,
+            options=opts,
+            negative=neg,
+            window=window_frames,
+            overlap=min(8, window_frames // 4),
+            progress=_progress(unique_id),
+        )
 
 
 class ImagenVideoDistilledSampler:
@@ -682,9 +704,10 @@ class ImagenVideoDistilledSampler:
         )
         check_options(model.stage, opts)  # the student's step counts and guidance range, before any work
         if not takes_video:
-            video = generate(
-                model.ready(), text, frames=frames, height=height, width=width, options=opts, progress=_progress(unique_id)
-            )
+            with _running(model, (1, 3, frames, height, width), opts) as stage:
+                video = generate(
+                    stage, text, frames=frames, height=height, width=width, options=opts, progress=_progress(unique_id)
+                )
             return _result(video, fps)
         if images is None:
             raise ValueError(f"{model.name} is a {cfg.describe()} student: connect the input frames to images.")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
+from ..cascade.checks import estimate_sampling_bytes
 from ..cascade.frames import video_to_frames
 from ..cascade.guidance import GuidanceOptions
 from ..cascade.pipeline import SR_THRESHOLDING, SamplingOptions, check_options
@@ -12,8 +15,8 @@ from ..cascade.samplers import SAMPLERS
 from ..cascade.story import StoryOptions, parse_story, run_story, story_base_frames
 from ..cascade.video_io import VideoWriter
 from . import adapter
-from .models import MODEL_TYPE, TEXT_ENCODER_TYPE
-from .stages import FPS, GUIDANCE, SEED, _check_fps, _preview, _result, _w
+from .models import MODEL_TYPE, TEXT_ENCODER_TYPE, ready_together
+from .stages import FPS, GUIDANCE, SEED, _check_fps, _preview, _result, _running, _w
 
 CATEGORY = "Imagen Video/story"
 STORY_DEFAULT = (
@@ -48,6 +51,16 @@ COMMON = {
     ),
     "transition_frames": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Frames over which a blend transition ramps."}),
 }
+
+
+@contextmanager
+def _released(*models):
+    try:
+        yield
+    finally:
+        for m in models:
+            if m is not None:
+                m.release()
 
 
 def _scenes(story: str, fps: float, seconds: float):
@@ -108,22 +121,22 @@ class ImagenVideoStory:
         opts = SamplingOptions(steps=steps, sampler=sampler_name, guidance=guidance, seed=seed)
         story_opts = _story_options(context_frames, transition, transition_frames, cfg.frames)
         check_options(model.stage, opts)
-        stage = model.ready()
         total = sum(s.frames for s in scenes)
         bar = adapter.Progress(total, unique_id)
         size = adapter.preview_size()
         frames, done = [], 0
-        for new, _ in story_base_frames(
-            stage,
-            scenes,
-            text_encoder.encoder.encode,
-            options=opts,
-            story=story_opts,
-            progress=lambda *_: adapter.check_interrupt(),
-        ):
-            frames.append(new.cpu())
-            done += new.shape[2]
-            bar.update(done, _preview(new, size))  # the newest frames
+        with _running(model, (1, 3, cfg.frames, cfg.height, cfg.width), opts) as stage:
+            for new, _ in story_base_frames(
+                stage,
+                scenes,
+                text_encoder.encode,
+                options=opts,
+                story=story_opts,
+                progress=lambda *_: adapter.check_interrupt(),
+            ):
+                frames.append(new.cpu())
+                done += new.shape[2]
+                bar.update(done, _preview(new, size))  # the newest frames
         return _result(torch.cat(frames, dim=2), float(fps))
 
 
@@ -210,9 +223,11 @@ class ImagenVideoStoryToVideo:
         total = sum(s.frames for s in scenes) * factor
         bar = adapter.Progress(total, unique_id)
         size = adapter.preview_size()
-        stages = [m.ready() if m is not None else None for m in (model, tsr_model, ssr_model)]
+        cfg = model.stage.config
+        need = estimate_sampling_bytes(model.stage, (1, 3, cfg.frames, cfg.height, cfg.width), guided=bool(guidance))
+        stages = ready_together([model, tsr_model, ssr_model], need)
         last = {"frames": None}
-        with VideoWriter(path, out_fps) as writer:
+        with _released(model, tsr_model, ssr_model), VideoWriter(path, out_fps) as writer:
 
             def sink(frames, scene):
                 images = video_to_frames(frames)
@@ -223,7 +238,7 @@ class ImagenVideoStoryToVideo:
             run_story(
                 scenes,
                 base=stages[0],
-                encode=text_encoder.encoder.encode,
+                encode=text_encoder.encode,
                 tsr=stages[1],
                 ssr=stages[2],
                 options=options,

@@ -523,3 +523,21 @@ def test_core_sigmas_drive_the_stages(server):
     assert sr.shape == ref.shape == (16, 64, 64, 3)
     print(f"SSR from a Karras grid starting at sigma 0.5 vs the full run: {_psnr(sr, ref):.1f} dB")
     assert _psnr(sr, ref) > 20
+
+
+def test_offload_modes_and_the_managed_text_encoder_give_the_same_video(server):
+    """Stages loaded with offload after_use (unloaded from ComfyUI's model management after each
+    node) and low_vram give the video of the default mode; the text encoder is a managed model."""
+    graphs = {}
+    for mode in ("auto", "after_use", "low_vram"):
+        g = _stage_graph(f"off_{mode}")
+        for key in ("lb", "lt", "ls"):
+            g[key]["inputs"]["offload"] = mode
+        graphs[f"off_{mode}"] = g
+    _run_all(server, graphs)
+    ref = (_frames(server, "off_auto", "base"), _frames(server, "off_auto", "sr"))
+    for mode in ("after_use", "low_vram"):
+        got = (_frames(server, f"off_{mode}", "base"), _frames(server, f"off_{mode}", "sr"))
+        assert _psnr(got[0], ref[0]) > 60 and _psnr(got[1], ref[1]) > 60, mode
+    log = server.log_path.read_text()
+    assert "Requested to load _Holder" in log  # the text encoder, through ComfyUI's model management

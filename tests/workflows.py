@@ -154,8 +154,12 @@ def ui_to_api(wf: dict, schemas: dict, overrides: dict | None = None) -> dict:
         sch = schemas[n["type"]]
         inputs = {}
         vals = iter(n.get("widgets_values", []))
+        defaults = {e["name"]: e.get("default") for e in sch["inputs"]}
+        missing = object()
         for name, is_ctrl in widget_values_layout(sch["inputs"]):
-            v = next(vals)
+            v = next(vals, missing)
+            if v is missing:  # a workflow saved before this (optional, trailing) widget existed: its default, as the editor does
+                v = defaults.get(name)
             if not is_ctrl:
                 inputs[name] = overrides.get((n["type"], name), v)
         for inp in n.get("inputs", []):
