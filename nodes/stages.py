@@ -117,6 +117,16 @@ SR_TAIL = {
     ),
     "show_animation": SHOW_ANIMATION,
     **CORE_SAMPLING,
+    "frames_per_video": (
+        "INT",
+        {
+            "default": 0,
+            "min": 0,
+            "max": 100000,
+            "tooltip": "0: the frames are one video. N: they are a batch of videos of N frames each (connect the previous "
+            "stage's frames_per_video), each upsampled on its own with seed + i.",
+        },
+    ),
 }
 
 
@@ -146,17 +156,40 @@ def _preview(x0: torch.Tensor | None, size: int | None):
     return ("JPEG", Image.fromarray(img), size)
 
 
-def _progress(node_id):
-    """Progress over every evaluation, with a live preview where ComfyUI's preview setting asks for one."""
+def _progress(node_id, part: tuple[int, int] = (0, 1)):
+    """Progress over every evaluation, with a live preview where ComfyUI's preview setting asks for
+    one. ``part``: video ``i`` of ``n`` of a batch (one bar over all of them)."""
     bar = {"p": None}
     size = adapter.preview_size()
+    i, n = part
 
     def progress(done, total, preview):
-        if bar["p"] is None or bar["p"].total != total:
-            bar["p"] = adapter.Progress(total, node_id)
-        bar["p"].update(done, _preview(preview, size))
+        if bar["p"] is None or bar["p"].total != total * n:
+            bar["p"] = adapter.Progress(total * n, node_id)
+        bar["p"].update(i * total + done, _preview(preview, size))
 
     return progress
+
+
+def _batch_seed(seed: int, i: int) -> int:
+    """Video ``i`` of a batch uses seed + i (wrapping at the widget's maximum): the same video as a
+    single run with that seed."""
+    return (int(seed) + i) % (MAX_SEED + 1)
+
+
+def _split_videos(video: torch.Tensor, frames_per_video: int) -> list[torch.Tensor]:
+    """An IMAGE batch holding several videos of ``frames_per_video`` frames each (0: one video)."""
+    n = video.shape[2]
+    if isinstance(frames_per_video, bool) or int(frames_per_video) != frames_per_video or frames_per_video < 0:
+        raise ValueError(f"frames_per_video must be 0 (one video) or a positive integer; received {frames_per_video!r}.")
+    if frames_per_video == 0 or frames_per_video == n:
+        return [video]
+    if n % frames_per_video:
+        raise ValueError(
+            f"frames_per_video = {frames_per_video} does not divide the {n} input frames: connect the frames_per_video "
+            "output of the stage that made the batch, or 0 for one video."
+        )
+    return list(video.split(frames_per_video, dim=2))
 
 
 def _ui_animation(images: torch.Tensor, fps: float) -> dict:
@@ -216,11 +249,11 @@ def _check_fps(fps: float) -> float:
     return float(fps)
 
 
-def _result(video: torch.Tensor, fps: float | None, show_animation: bool = True):
-    """The node's outputs, and in the node an animated WEBP of the frames (``show_animation``) or
-    only their size and rate (nothing written to the temp folder)."""
+def _result(video: torch.Tensor, fps: float | None, show_animation: bool = True, extra: tuple = ()):
+    """The node's outputs (images, then fps if given, then ``extra``), and in the node an animated
+    WEBP of the frames (``show_animation``) or only their size and rate (nothing written)."""
     images = video_to_image(video, adapter.intermediate_device())
-    out = (images,) if fps is None else (images, fps)
+    out = ((images,) if fps is None else (images, fps)) + tuple(extra)
     if not show_animation:
         info = {
             "frames": int(images.shape[0]),
@@ -238,9 +271,13 @@ class ImagenVideoSampler:
         "Follow it with ImagenVideoTemporalSR / ImagenVideoSpatialSR, or any node that takes IMAGE."
     )
     CATEGORY = f"{CATEGORY}/sampling"
-    RETURN_TYPES = ("IMAGE", "FLOAT")
-    RETURN_NAMES = ("images", "fps")
-    OUTPUT_TOOLTIPS = ("The frames (an IMAGE batch).", "Their frame rate.")
+    RETURN_TYPES = ("IMAGE", "FLOAT", "INT")
+    RETURN_NAMES = ("images", "fps", "frames_per_video")
+    OUTPUT_TOOLTIPS = (
+        "The frames (an IMAGE batch; with batch_size > 1 the videos one after another).",
+        "Their frame rate.",
+        "Frames of each video: connect it to frames_per_video of the next stage so a batch stays separate videos.",
+    )
     FUNCTION = "sample"
 
     @classmethod
@@ -317,6 +354,16 @@ class ImagenVideoSampler:
                 ),
                 "show_animation": SHOW_ANIMATION,
                 **CORE_SAMPLING,
+                "batch_size": (
+                    "INT",
+                    {
+                        "default": 1,
+                        "min": 1,
+                        "max": 64,
+                        "tooltip": "Several videos in one run, video i with seed + i (the same video as a single run with "
+                        "that seed); they follow each other in the IMAGE batch (frames_per_video gives their length).",
+                    },
+                ),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -343,9 +390,11 @@ class ImagenVideoSampler:
         show_animation=True,
         sampler=None,
         sigmas=None,
+        batch_size=1,
         unique_id=None,
     ):
         model.require("base", "ImagenVideoSampler")
+        batch_size = check_count("batch_size", batch_size)
         fps = _check_fps(fps)
         text, neg = _text(model, positive, negative)
         guide = GuidanceOptions(guidance, oscillate=oscillating_guidance, w_low=guidance_low, thresholding=thresholding)
@@ -366,21 +415,25 @@ class ImagenVideoSampler:
                 start=None if start_images is None else image_to_video(start_images, "start_images"),
                 end=None if end_images is None else image_to_video(end_images, "end_images"),
             )
+        videos = []
         with _running(model, (1, 3, frames, height, width), opts) as stage:
-            video = generate(
-                stage,
-                text,
-                frames=frames,
-                height=height,
-                width=width,
-                options=opts,
-                negative=neg,
-                known=known,
-                known_mask=mask,
-                paste_known=True,
-                progress=_progress(unique_id),
-            )
-        return _result(video, fps, show_animation)
+            for i in range(batch_size):
+                videos.append(
+                    generate(
+                        stage,
+                        text,
+                        frames=frames,
+                        height=height,
+                        width=width,
+                        options=replace(opts, seed=_batch_seed(seed, i)),
+                        negative=neg,
+                        known=known,
+                        known_mask=mask,
+                        paste_known=True,
+                        progress=_progress(unique_id, (i, batch_size)),
+                    )
+                )
+        return _result(torch.cat(videos, dim=2), fps, show_animation, (int(frames),))
 
 
 class ImagenVideoSpatialSR:
@@ -389,8 +442,9 @@ class ImagenVideoSpatialSR:
         "long videos run in overlapping temporal windows and large ones in spatial tiles, fused at every step (no seams)."
     )
     CATEGORY = f"{CATEGORY}/super-resolution"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("images",)
+    RETURN_TYPES = ("IMAGE", "INT")
+    RETURN_NAMES = ("images", "frames_per_video")
+    OUTPUT_TOOLTIPS = ("The upscaled frames.", "Frames of each video of a batch (as given).")
     FUNCTION = "upscale"
 
     @classmethod
@@ -452,14 +506,18 @@ class ImagenVideoSpatialSR:
         show_animation=True,
         sampler=None,
         sigmas=None,
+        frames_per_video=0,
         unique_id=None,
     ):
         model.require("ssr", "ImagenVideoSpatialSR")
-        video = image_to_video(images)
+        parts = _split_videos(image_to_video(images), frames_per_video)
         text, neg = _text(model, positive, negative)
         opts = _core(replace(_sr_options(steps, guidance, noise_augmentation, seed), denoise=denoise), model, sampler, sigmas)
-        out = _run_ssr(model, video, text, neg, scale, opts, window_frames, tile_size, unique_id)
-        return _result(out, None, show_animation)
+        outs = [
+            _run_ssr(model, v, text, neg, scale, replace(opts, seed=_batch_seed(seed, i)), window_frames, tile_size, unique_id)
+            for i, v in enumerate(parts)
+        ]
+        return _result(torch.cat(outs, dim=2), None, show_animation, (int(outs[0].shape[2]),))
 
 
 def _core(opts: SamplingOptions, model: ImagenVideoModel, sampler, sigmas) -> SamplingOptions:
@@ -526,9 +584,9 @@ class ImagenVideoTemporalSR:
         "frame_count_mode 'imagen' gives N*m frames (the paper), 'interpolate' gives (N-1)*m+1 like frame interpolators."
     )
     CATEGORY = f"{CATEGORY}/super-resolution"
-    RETURN_TYPES = ("IMAGE", "FLOAT")
-    RETURN_NAMES = ("images", "fps")
-    OUTPUT_TOOLTIPS = ("The frames at the higher rate.", "fps x multiplier.")
+    RETURN_TYPES = ("IMAGE", "FLOAT", "INT")
+    RETURN_NAMES = ("images", "fps", "frames_per_video")
+    OUTPUT_TOOLTIPS = ("The frames at the higher rate.", "fps x multiplier.", "Frames of each video of a batch, after TSR.")
     FUNCTION = "interpolate"
 
     @classmethod
@@ -581,15 +639,30 @@ class ImagenVideoTemporalSR:
         show_animation=True,
         sampler=None,
         sigmas=None,
+        frames_per_video=0,
         unique_id=None,
     ):
         model.require("tsr", "ImagenVideoTemporalSR")
         fps = _check_fps(fps)
-        video = image_to_video(images)
+        parts = _split_videos(image_to_video(images), frames_per_video)
         text, neg = _text(model, positive, negative)
         opts = _core(replace(_sr_options(steps, guidance, noise_augmentation, seed), denoise=denoise), model, sampler, sigmas)
-        out = _run_tsr(model, video, text, neg, multiplier, frame_count_mode, opts, window_frames, unique_id)
-        return _result(out, output_fps(model.stage.config, fps, multiplier), show_animation)
+        outs = [
+            _run_tsr(
+                model,
+                v,
+                text,
+                neg,
+                multiplier,
+                frame_count_mode,
+                replace(opts, seed=_batch_seed(seed, i)),
+                window_frames,
+                unique_id,
+            )
+            for i, v in enumerate(parts)
+        ]
+        per_video = int(outs[0].shape[2])
+        return _result(torch.cat(outs, dim=2), output_fps(model.stage.config, fps, multiplier), show_animation, (per_video,))
 
 
 def _run_tsr(model, video, text, neg, multiplier, mode, opts, window_frames, unique_id):

@@ -119,13 +119,13 @@ def test_example_workflows_are_up_to_date():
 
 def test_full_cascade_through_the_nodes(models, cond):
     r = run_base(models, cond)
-    images, fps = r["result"]
-    assert images.shape == (4, 8, 8, 3) and fps == 4.0 and images.min() >= 0 and images.max() <= 1
+    images, fps, per_video = r["result"]
+    assert images.shape == (4, 8, 8, 3) and fps == 4.0 and per_video == 4 and images.min() >= 0 and images.max() <= 1
     assert r["ui"]["animated"] == (True,) and r["ui"]["images"][0]["type"] == "temp"
     assert r["ui"]["imagen_video_info"] == [{"frames": 4, "width": 8, "height": 8, "fps": 4.0}]
     tsr = M["ImagenVideoTemporalSR"]().interpolate(models["tsr"], images, fps, cond, 2, "imagen", 0.3, 2, 2, 1.0)
-    images2, fps2 = tsr["result"]
-    assert images2.shape == (8, 8, 8, 3) and fps2 == 8.0
+    images2, fps2, per_video2 = tsr["result"]
+    assert images2.shape == (8, 8, 8, 3) and fps2 == 8.0 and per_video2 == 8
     ssr = M["ImagenVideoSpatialSR"]().upscale(models["ssr"], images2, cond, 2.0, 0.3, 3, 2, 1.0)
     assert ssr["result"][0].shape == (8, 16, 16, 3)
 
@@ -141,7 +141,7 @@ def test_sr_nodes_accept_any_image_input(models, cond):
     odd = torch.rand(5, 7, 9, 3)  # from any IMAGE node: odd sizes, 5 frames
     out = M["ImagenVideoSpatialSR"]().upscale(models["ssr"], odd, cond, 2.0, 0.3, 0, 2, 1.0)["result"][0]
     assert out.shape == (5, 14, 18, 3)
-    out, fps = M["ImagenVideoTemporalSR"]().interpolate(models["tsr"], odd, 12.0, cond, 2, "interpolate", 0.3, 0, 2, 1.0)[
+    out, fps, _ = M["ImagenVideoTemporalSR"]().interpolate(models["tsr"], odd, 12.0, cond, 2, "interpolate", 0.3, 0, 2, 1.0)[
         "result"
     ]
     assert out.shape == (9, 7, 9, 3) and fps == 24.0
@@ -358,3 +358,29 @@ def test_previews_follow_comfyui_preview_setting(models, cond, story_models, mon
     run_base(models, cond)
     M["ImagenVideoStory"]().generate(models["base"], story_models, "a red circle | 6f", **STORY_ARGS)
     assert seen and all(p is None for p in seen)
+
+
+def test_batch_size_makes_separate_videos_each_with_its_own_seed(models, cond):
+    """batch_size = 3: three videos one after another in the IMAGE batch, video i the same as a
+    single run with seed + i; the SR nodes keep them separate through frames_per_video."""
+    batch = run_base(models, cond, seed=5, batch_size=3)["result"]
+    images, fps, per_video = batch
+    assert images.shape == (12, 8, 8, 3) and per_video == 4
+    singles = [run_base(models, cond, seed=5 + i)["result"][0] for i in range(3)]
+    assert torch.equal(images, torch.cat(singles))
+    tsr = M["ImagenVideoTemporalSR"]()
+    out, fps2, per2 = tsr.interpolate(
+        models["tsr"], images, fps, cond, 2, "imagen", 0.3, 7, 2, 0.0, show_animation=False, frames_per_video=per_video
+    )["result"]
+    assert out.shape[0] == 24 and per2 == 8 and fps2 == 8.0
+    for i, single in enumerate(singles):  # no frame of one video leaks into another
+        alone = tsr.interpolate(models["tsr"], single, fps, cond, 2, "imagen", 0.3, 7 + i, 2, 0.0, show_animation=False)
+        assert torch.equal(out[8 * i : 8 * (i + 1)], alone["result"][0])
+    ssr = M["ImagenVideoSpatialSR"]().upscale(
+        models["ssr"], out, cond, 2.0, 0.3, 3, 1, 0.0, show_animation=False, frames_per_video=per2
+    )["result"]
+    assert ssr[0].shape == (24, 16, 16, 3) and ssr[1] == 8
+    with pytest.raises(ValueError, match="does not divide"):
+        tsr.interpolate(models["tsr"], images, fps, cond, 2, "imagen", 0.3, 7, 2, 0.0, frames_per_video=5)
+    one = run_base(models, cond)["result"]
+    assert len(one) == 3 and one[2] == 4 and one[0].shape[0] == 4  # a single video: unchanged IMAGE interop

@@ -76,3 +76,21 @@ def test_the_pack_and_the_library_import_without_accelerate():
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "refused: Training and distillation need Hugging Face accelerate" in r.stdout
+
+
+def test_registry_icon_and_template_thumbnails():
+    """The registry icon is the repository's docs/icon.png (square, at most 400 px), and every example
+    workflow has its template-browser thumbnail (a JPEG of the same name, made from its video)."""
+    from PIL import Image
+
+    py = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    icon = py["tool"]["comfy"]["Icon"]
+    repo = py["project"]["urls"]["Repository"].removeprefix("https://github.com/")
+    assert icon == f"https://raw.githubusercontent.com/{repo}/main/docs/icon.png"
+    with Image.open(ROOT / "docs" / "icon.png") as im:
+        assert im.format == "PNG" and im.width == im.height <= 400
+    for wf in sorted((ROOT / "example_workflows").glob("*.json")):
+        thumb = wf.with_suffix(".jpg")
+        assert thumb.exists(), f"{thumb.name} missing: python docs/make_thumbnails.py {wf.stem}"
+        with Image.open(thumb) as im:
+            assert im.format == "JPEG" and 256 <= im.width <= 1024
