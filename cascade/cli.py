@@ -284,6 +284,7 @@ def cmd_story(a: argparse.Namespace) -> int:
     with VideoWriter(a.output, out_fps) as writer:
 
         def sink(frames, scene):
+            check_stop()
             writer.write(video_to_frames(frames))
             bar.update(frames.shape[2])
 
@@ -298,6 +299,7 @@ def cmd_story(a: argparse.Namespace) -> int:
             sink=sink,
             seed=a.seed,
         )
+        check_stop()  # never finish (and replace an existing file) after Ctrl-C
     bar.close()
     print(f"wrote {a.output}: {writer.frames_written} frames in {time.time() - t0:.0f}s")
     if a.report:
@@ -435,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         extra(sub)
     a = parser.parse_args(argv)
     _setup(a.verbose or a.command in ("train", "distill"))
+    previous = _install_stop_handler()
     try:
         return a.fn(a)
     except KeyboardInterrupt:
@@ -450,9 +453,41 @@ def main(argv: list[str] | None = None) -> int:
         if code == EXIT_INTERNAL:
             print("(this looks like a bug: rerun with --debug for the traceback and report it)", file=sys.stderr)
         return code
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, previous)
 
 
 _EXTRA_COMMANDS: list = []
+
+# Ctrl-C is sticky: Python raises KeyboardInterrupt wherever the main thread is, and when that is a
+# finalizer (a tensor or a PyAV frame being freed) the exception is printed and dropped. The flag
+# makes the next check (every story window, and before a file is finished) stop the run anyway.
+_STOP = {"requested": False}
+
+
+def _on_sigint(signum, frame):
+    _STOP["requested"] = True
+    raise KeyboardInterrupt
+
+
+def _install_stop_handler():
+    """Install the sticky Ctrl-C handler; returns the previous handler (None off the main thread)."""
+    import signal
+    import threading
+
+    _STOP["requested"] = False
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, _on_sigint)
+
+
+def check_stop() -> None:
+    if _STOP["requested"]:
+        raise KeyboardInterrupt
+
 
 EXIT_USER, EXIT_RESOURCES, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 3, 1, 130
 

@@ -501,3 +501,28 @@ def test_nodes_refuse_bad_input_before_any_work(models, cond, case, fn, exc, mat
         for h in hooks:
             h.remove()
     assert not calls, "a network ran before the input was refused"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception, on purpose
+def test_ctrl_c_is_sticky_even_when_python_drops_the_exception():
+    """A KeyboardInterrupt raised inside a finalizer is printed and dropped by Python; the CLI's
+    handler also sets a flag, so the next window (or the file's finish) stops the run anyway and an
+    existing output file is never replaced after Ctrl-C."""
+    import signal
+
+    from cascade import cli
+
+    previous = cli._install_stop_handler()
+    try:
+
+        class Finalized:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGINT)  # the handler raises here, inside __del__: dropped
+
+        Finalized()  # collected at once; Python prints "Exception ignored in ..." and goes on
+        time.sleep(0.05)
+        with pytest.raises(KeyboardInterrupt):
+            cli.check_stop()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        cli._STOP["requested"] = False
