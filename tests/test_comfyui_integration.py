@@ -250,6 +250,10 @@ def test_pack_loads_with_all_nodes_and_web_extension(server):
     assert "demo_base_16f_32px.safetensors" in info["ImagenVideoModelLoader"]["input"]["required"]["model_name"][0]
     templates = server.get("/workflow_templates")
     assert sorted(templates["ComfyUI-ImagenVideo"]) == sorted(EXPECTED)
+    for name in EXPECTED:  # the template browser's thumbnails are served beside the workflows
+        url = f"{server.url}/api/workflow_templates/ComfyUI-ImagenVideo/{name}.jpg"
+        with urllib.request.urlopen(url, timeout=30) as r:
+            assert r.status == 200 and r.read(3) == b"\xff\xd8\xff", name
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
