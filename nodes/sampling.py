@@ -23,6 +23,15 @@ DENOISE = (
 )
 
 
+class _SigmasNode:
+    """What both schedule nodes share: a SIGMAS output from ``schedule``."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("SIGMAS",)
+    RETURN_NAMES = ("sigmas",)
+    FUNCTION = "schedule"
+
+
 class ImagenVideoSamplerSelect:
     DESCRIPTION = (
         "Imagen Video's samplers as a core SAMPLER: DDIM, the paper's ancestral sampler with its gamma (log-space "
@@ -57,15 +66,11 @@ class ImagenVideoSamplerSelect:
         return (core_sampler(Sampler(sampler_name, options)),)
 
 
-class ImagenVideoScheduler:
+class ImagenVideoScheduler(_SigmasNode):
     DESCRIPTION = (
         "The sigma grid an Imagen Video stage samples with by default (its truncated, possibly shifted, cosine "
         "schedule), as core SIGMAS: split it (SplitSigmas), edit it, or feed it to a stage node's sigmas input."
     )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("SIGMAS",)
-    RETURN_NAMES = ("sigmas",)
-    FUNCTION = "schedule"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -75,16 +80,12 @@ class ImagenVideoScheduler:
         return (cosine_sigmas(model.stage.config.schedule, steps, denoise),)
 
 
-class ImagenVideoCosineScheduler:
+class ImagenVideoCosineScheduler(_SigmasNode):
     DESCRIPTION = (
         "Imagen Video's truncated continuous-time cosine schedule (lambda(t) = -2 log tan(a t + b), clipped to "
         "[logsnr_min, logsnr_max], optionally shifted towards more noise) as core SIGMAS for any model. "
         "sigma = exp(-logsnr / 2): for an SD-like model (sigma_max 14.6) use logsnr_min = -5.4."
     )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("SIGMAS",)
-    RETURN_NAMES = ("sigmas",)
-    FUNCTION = "schedule"
 
     @classmethod
     def INPUT_TYPES(cls):
