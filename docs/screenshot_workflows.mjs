@@ -21,6 +21,8 @@
 //                      setting is changed on the server)
 //   --keep-cache       do not ask the server to drop its execution cache first (by default it does,
 //                      POST /free, so every node really runs and the screenshot is reproducible)
+//   --vue              use the frontend's Vue node renderer (setting Comfy.VueNodes.Enabled, through
+//                      app.extensionManager.setting); PNG name gets a _vue suffix
 //   --timeout-min M    how long to wait for one execution (default 20)
 //   --chromium PATH    browser binary (default $CHROMIUM or /usr/bin/chromium)
 // Environment: PLAYWRIGHT_CORE = path of the playwright-core package if it is not on NODE_PATH.
@@ -66,6 +68,7 @@ function parseArgs(argv) {
     height: 900,
     scale: 1,
     clean: false,
+    vue: false,
     timeoutMin: 20,
     chromium: process.env.CHROMIUM || "/usr/bin/chromium",
     names: [],
@@ -87,6 +90,7 @@ function parseArgs(argv) {
     else if (a === "--height") o.height = Number(val());
     else if (a === "--scale") o.scale = Number(val());
     else if (a === "--clean") o.clean = true;
+    else if (a === "--vue") o.vue = true;
     else if (a === "--timeout-min") o.timeoutMin = Number(val());
     else if (a === "--chromium") o.chromium = val();
     else if (a === "-h" || a === "--help") {
@@ -326,6 +330,13 @@ async function main() {
     await page.goto(o.url, { waitUntil: "domcontentloaded", timeout: 120000 });
     await waitForEditor(page);
     await closeDialogs(page);
+    const vueOn = await page.evaluate(async (vue) => {
+      const settings = window.app.extensionManager?.setting;
+      if (!settings) return "no settings API";
+      await settings.set("Comfy.VueNodes.Enabled", vue);
+      return settings.get("Comfy.VueNodes.Enabled");
+    }, o.vue);
+    console.log(`node renderer: ${o.vue ? "Vue" : "canvas"} (Comfy.VueNodes.Enabled = ${vueOn})`);
     if (o.clean) {
       await page.addStyleTag({ content: ".minimap-main-container { display: none !important; }" });
       await page.evaluate(() => { window.app.canvas.show_info = false; });
@@ -350,7 +361,7 @@ async function main() {
         for (const n of info.nodes)
           if (n.badge || n.images.length || n.output_keys.length)
             console.log(`  #${n.id} ${n.title}: badge=${JSON.stringify(n.badge)} shows=${JSON.stringify(n.images)} ui keys=[${n.output_keys.join(", ")}]`);
-        const file = path.join(o.outDir, `workflow_${name}.png`);
+        const file = path.join(o.outDir, `workflow_${name}${o.vue ? "_vue" : ""}.png`);
         await page.screenshot({ path: file });
         console.log(`  saved ${file}`);
       } catch (e) {
