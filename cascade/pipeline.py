@@ -96,7 +96,7 @@ class SamplingOptions:
         if not 0.0 < self.denoise <= 1.0:
             raise ValueError(f"denoise must be in (0, 1] (1 = start from pure noise); received {self.denoise}.")
         if self.sigmas is not None:
-            grid = torch.as_tensor(self.sigmas, dtype=torch.float64).flatten() if len(self.sigmas) else torch.zeros(0)
+            grid = torch.as_tensor(self.sigmas, dtype=torch.float64).flatten()
             check_sigmas(grid)
             object.__setattr__(self, "sigmas", tuple(float(v) for v in grid))
             if self.steps != len(self.sigmas) - 1:
@@ -120,8 +120,12 @@ class SamplingOptions:
         """Whether the run starts part-way down the schedule, from the stage's input video."""
         if self.sigmas is None:
             return self.denoise < 1
-        top = float(stage.config.schedule.sigmas(1)[0])
-        return self.sigmas[0] < top * (1 - 1e-5)
+        return self.sigmas[0] < stage.config.schedule.sigma_max * (1 - 1e-5)
+
+    def doubles_batch(self, stage: Stage) -> bool:
+        """Whether classifier-free guidance runs ``stage`` on a cond + uncond batch."""
+        cfg = stage.config
+        return bool(self.guidance.w) and bool(cfg.text_dim) and not cfg.is_distilled
 
     def with_w(self, w: float) -> SamplingOptions:
         """The same options with guidance weight ``w`` (everything else about guidance kept)."""
@@ -262,7 +266,7 @@ def sample_stage(
     latent = init.to(stage.device).float() if init is not None and opts.starts_from_input(stage) else None
     dims = dims or {}
     window, tile = dims.get(2, (None, 0))[0], dims.get(3, (None, 0))[0]
-    guided = bool(opts.guidance.w) and bool(stage.config.text_dim) and not stage.config.is_distilled
+    guided = opts.doubles_batch(stage)
     check_memory(
         stage,
         shape,

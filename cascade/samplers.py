@@ -198,7 +198,9 @@ class Sampler:
     ) -> torch.Tensor:
         """The :class:`StageSampler` protocol: start from ``noise * sigmas[0]`` (plus ``latent``,
         the video a partial schedule starts from) and run the function."""
-        x = noise * sigmas[0] if latent is None else noise * sigmas[0] + latent
+        x = noise * sigmas[0]
+        if latent is not None:
+            x = x + latent
         return self(model, x, sigmas, extra_args=extra_args, callback=callback, noise_sampler=noise_sampler)
 
 

@@ -34,10 +34,6 @@ from . import adapter
 MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
 
 
-def _sigma_range(schedule: CosineSchedule) -> tuple[float, float]:
-    return math.exp(-0.5 * schedule.logsnr_max), math.exp(-0.5 * schedule.logsnr_min)
-
-
 class _ContinuousV:
     """Stand-in for ComfyUI's ``ModelSamplingContinuousV`` + ``V_PREDICTION`` outside ComfyUI
     (standalone tests): the parts a KSAMPLER uses."""
@@ -65,7 +61,7 @@ class _ContinuousV:
 
 def model_sampling(schedule: CosineSchedule):
     """ComfyUI's continuous-v model sampling with the schedule's sigma range (sigma_data 1)."""
-    lo, hi = _sigma_range(schedule)
+    lo, hi = schedule.sigma_min, schedule.sigma_max
     if not adapter.IN_COMFYUI:
         return _ContinuousV(lo, hi)
     import comfy.model_sampling as ms

@@ -233,9 +233,7 @@ def _text(model: ImagenVideoModel, positive, negative):
 def _running(model: ImagenVideoModel, shape, opts: SamplingOptions, window: int | None = None, tile: int | None = None):
     """The stage on its device for one node's run, with ComfyUI told the run's estimated memory
     (it unloads other models first); released afterwards by the loader's offload mode."""
-    cfg = model.stage.config
-    guided = bool(opts.guidance.w) and bool(cfg.text_dim) and not cfg.is_distilled
-    need = estimate_sampling_bytes(model.stage, shape, guided=guided, window=window, tile=tile)
+    need = estimate_sampling_bytes(model.stage, shape, guided=opts.doubles_batch(model.stage), window=window, tile=tile)
     stage = model.ready(need)
     try:
         yield stage
@@ -513,11 +511,8 @@ class ImagenVideoSpatialSR:
         parts = _split_videos(image_to_video(images), frames_per_video)
         text, neg = _text(model, positive, negative)
         opts = _core(replace(_sr_options(steps, guidance, noise_augmentation, seed), denoise=denoise), model, sampler, sigmas)
-        outs = [
-            _run_ssr(model, v, text, neg, scale, replace(opts, seed=_batch_seed(seed, i)), window_frames, tile_size, unique_id)
-            for i, v in enumerate(parts)
-        ]
-        return _result(torch.cat(outs, dim=2), None, show_animation, (int(outs[0].shape[2]),))
+        out = _run_ssr(model, parts, text, neg, scale, opts, window_frames, tile_size, unique_id)
+        return _result(out, None, show_animation, (out.shape[2] // len(parts),))
 
 
 def _core(opts: SamplingOptions, model: ImagenVideoModel, sampler, sigmas) -> SamplingOptions:
@@ -543,18 +538,34 @@ def _auto_tile(h: int, w: int, device: torch.device) -> int:
     return 0 if max(h, w) <= limit else limit
 
 
-def _run_ssr(model, video, text, neg, scale, opts, window_frames, tile_size, unique_id):
+def _run_ssr(model, parts, text, neg, scale, opts, window_frames, tile_size, unique_id):
+    """SSR of the videos ``parts`` (video i with seed + i), the stage loaded once for all of them."""
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale >= 1):
         raise ValueError(f"scale must be >= 1; received {scale!r}.")
+    video = parts[0]
     out_h, out_w = spatial_output_size(model.stage, video.shape[-2:], scale)
     check_options(model.stage, opts, neg)
     tile = tile_size or _auto_tile(out_h, out_w, model.device)
     shape = (video.shape[0], 3, video.shape[2], out_h, out_w)
     with _running(model, shape, opts, window=window_frames, tile=tile) as stage:
-        return _ssr_with_retries(stage, video, text, neg, (out_h, out_w), opts, window_frames, tile, unique_id)
+        outs = [
+            _ssr_with_retries(
+                stage,
+                v,
+                text,
+                neg,
+                (out_h, out_w),
+                replace(opts, seed=_batch_seed(opts.seed, i)),
+                window_frames,
+                tile,
+                _progress(unique_id, (i, len(parts))),
+            )
+            for i, v in enumerate(parts)
+        ]
+    return torch.cat(outs, dim=2)
 
 
-def _ssr_with_retries(stage, video, text, neg, size, opts, window_frames, tile, unique_id):
+def _ssr_with_retries(stage, video, text, neg, size, opts, window_frames, tile, progress):
     out_h, out_w = size
     while True:
         try:
@@ -568,7 +579,7 @@ def _ssr_with_retries(stage, video, text, neg, size, opts, window_frames, tile, 
                 window=window_frames,
                 overlap=min(4, window_frames - 1),
                 tile=tile,
-                progress=_progress(unique_id),
+                progress=progress,
             )
         except (torch.OutOfMemoryError, MemoryError):  # out of memory, or the estimate says it would be: smaller tiles
             adapter.soft_empty_cache()
@@ -647,44 +658,36 @@ class ImagenVideoTemporalSR:
         parts = _split_videos(image_to_video(images), frames_per_video)
         text, neg = _text(model, positive, negative)
         opts = _core(replace(_sr_options(steps, guidance, noise_augmentation, seed), denoise=denoise), model, sampler, sigmas)
-        outs = [
-            _run_tsr(
-                model,
-                v,
-                text,
-                neg,
-                multiplier,
-                frame_count_mode,
-                replace(opts, seed=_batch_seed(seed, i)),
-                window_frames,
-                unique_id,
-            )
-            for i, v in enumerate(parts)
-        ]
-        per_video = int(outs[0].shape[2])
-        return _result(torch.cat(outs, dim=2), output_fps(model.stage.config, fps, multiplier), show_animation, (per_video,))
+        out = _run_tsr(model, parts, text, neg, multiplier, frame_count_mode, opts, window_frames, unique_id)
+        return _result(out, output_fps(model.stage.config, fps, multiplier), show_animation, (out.shape[2] // len(parts),))
 
 
-def _run_tsr(model, video, text, neg, multiplier, mode, opts, window_frames, unique_id):
+def _run_tsr(model, parts, text, neg, multiplier, mode, opts, window_frames, unique_id):
+    """TSR of the videos ``parts`` (video i with seed + i), the stage loaded once for all of them."""
     if mode not in FRAME_COUNT_MODES:
         raise ValueError(f"frame_count_mode must be one of {FRAME_COUNT_MODES}; received {mode!r}.")
     if multiplier == 1:
-        return video
+        return torch.cat(parts, dim=2)
     check_options(model.stage, opts, neg)
+    video = parts[0]
     shape = (video.shape[0], 3, video.shape[2] * multiplier, *video.shape[-2:])
     with _running(model, shape, opts, window=window_frames) as stage:
-        return upsample_temporal(
-            stage,
-            video,
-            text,
-            multiplier=multiplier,
-            mode=mode,
-            options=opts,
-            negative=neg,
-            window=window_frames,
-            overlap=min(8, window_frames // 4),
-            progress=_progress(unique_id),
-        )
+        outs = [
+            upsample_temporal(
+                stage,
+                v,
+                text,
+                multiplier=multiplier,
+                mode=mode,
+                options=replace(opts, seed=_batch_seed(opts.seed, i)),
+                negative=neg,
+                window=window_frames,
+                overlap=min(8, window_frames // 4),
+                progress=_progress(unique_id, (i, len(parts))),
+            )
+            for i, v in enumerate(parts)
+        ]
+    return torch.cat(outs, dim=2)
 
 
 class ImagenVideoDistilledSampler:
@@ -786,6 +789,6 @@ class ImagenVideoDistilledSampler:
             raise ValueError(f"{model.name} is a {cfg.describe()} student: connect the input frames to images.")
         video = image_to_video(images)
         if cfg.role == "ssr":
-            return _result(_run_ssr(model, video, text, None, scale, opts, 16, 0, unique_id), fps)
-        out = _run_tsr(model, video, text, None, multiplier, frame_count_mode, opts, 32, unique_id)
+            return _result(_run_ssr(model, [video], text, None, scale, opts, 16, 0, unique_id), fps)
+        out = _run_tsr(model, [video], text, None, multiplier, frame_count_mode, opts, 32, unique_id)
         return _result(out, output_fps(cfg, fps, multiplier))
