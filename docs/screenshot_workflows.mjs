@@ -337,6 +337,14 @@ async function main() {
       return settings.get("Comfy.VueNodes.Enabled");
     }, o.vue);
     console.log(`node renderer: ${o.vue ? "Vue" : "canvas"} (Comfy.VueNodes.Enabled = ${vueOn})`);
+    if (o.vue) {
+      // The 1.27 frontend keeps the Vue nodes of the graph that was open when the renderer was
+      // switched on and does not redraw them for a graph loaded afterwards; starting the editor
+      // with the setting already on (it is stored on the server) avoids that.
+      await page.reload({ waitUntil: "domcontentloaded", timeout: 120000 });
+      await waitForEditor(page);
+      await closeDialogs(page);
+    }
     if (o.clean) {
       await page.addStyleTag({ content: ".minimap-main-container { display: none !important; }" });
       await page.evaluate(() => { window.app.canvas.show_info = false; });

@@ -94,3 +94,15 @@ def test_registry_icon_and_template_thumbnails():
         assert thumb.exists(), f"{thumb.name} missing: python docs/make_thumbnails.py {wf.stem}"
         with Image.open(thumb) as im:
             assert im.format == "JPEG" and 256 <= im.width <= 1024
+
+
+def test_the_web_extension_uses_public_frontend_apis_only():
+    """The frontend's private stores and maps change between versions and renderers (the Vue node
+    renderer kept a preview URL the extension had revoked): the extension may only use the app's
+    extension hooks, public node members and the settings API."""
+    js = (ROOT / "web" / "imagen_video.js").read_text(encoding="utf-8")
+    private = ["nodePreviewImages", "nodeOutputs", "useNodeOutputStore", "/stores/", "/assets/", "@comfyorg/", "__vue"]
+    assert not [p for p in private if p in js]
+    imports = [line for line in js.splitlines() if line.startswith("import ")]
+    assert imports == ['import { app } from "../../scripts/app.js";']
+    assert "registerExtension" in js and "node.badges" in js

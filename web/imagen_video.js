@@ -37,18 +37,67 @@ function pinColours(table) {
   }
 }
 
-// The frontend keeps the image of the last run per node in app.nodePreviewImages; when a
-// node's output changes we drop the stale entry so the new animated preview is shown.
-function forgetPreview(node) {
-  const previews = app.nodePreviewImages;
-  if (!previews) return;
-  const graph = node.graph;
-  const key = graph && graph !== app.graph && graph.id ? `${graph.id}:${node.id}` : String(node.id);
-  const urls = previews[key];
-  if (Array.isArray(urls)) {
-    for (const url of urls) if (typeof url === "string" && url.startsWith("blob:")) URL.revokeObjectURL(url);
+// What a stage node made, as a node badge. node.badges is the frontend's own badge list: the
+// canvas renderer draws each entry above the node's title (LGraphNode.drawBadges calls the
+// function and then getWidth/draw on what it returns), and the Vue node renderer of newer
+// frontends shows each entry's text/fgColor/bgColor in the node header. The class of the
+// frontend's own badges is not exported to extensions, so ours is a small object with the same
+// drawing interface.
+const BADGE_FG = "#e8d48a";
+const BADGE_BG = "rgba(20, 20, 20, 0.85)";
+
+class InfoBadge {
+  constructor(text) {
+    this.text = text;
+    this.fgColor = BADGE_FG;
+    this.bgColor = BADGE_BG;
+    this.fontSize = 12;
+    this.height = 20;
+    this.padding = 6;
+    this.cornerRadius = 5;
+    this.xOffset = 0;
+    this.yOffset = 0;
   }
-  delete previews[key];
+
+  getWidth(ctx) {
+    if (!this.text) return 0;
+    if (!ctx) return this.text.length * 7 + 2 * this.padding;
+    const font = ctx.font;
+    ctx.font = `${this.fontSize}px sans-serif`;
+    const w = ctx.measureText(this.text).width;
+    ctx.font = font;
+    return w + 2 * this.padding;
+  }
+
+  draw(ctx, x, y) {
+    if (!ctx || !this.text) return;
+    ctx.save();
+    ctx.font = `${this.fontSize}px sans-serif`;
+    const w = this.getWidth(ctx);
+    x += this.xOffset;
+    y += this.yOffset;
+    ctx.fillStyle = this.bgColor;
+    ctx.beginPath();
+    if (ctx.roundRect) ctx.roundRect(x, y, w, this.height, this.cornerRadius);
+    else ctx.rect(x, y, w, this.height);
+    ctx.fill();
+    ctx.fillStyle = this.fgColor;
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "left";
+    ctx.fillText(this.text, x + this.padding, y + this.height / 2 + 1);
+    ctx.restore();
+  }
+}
+
+const EMPTY_BADGE = new InfoBadge("");
+
+// One entry per stage node, added when the node is created, so that a renderer that reads the
+// list once (the Vue node header) already holds it; it answers the node's latest info, or an
+// empty badge (no text: not drawn, not listed) before the node ran.
+function addInfoBadge(node) {
+  if (!Array.isArray(node.badges) || node.imagenVideoBadge) return;
+  node.imagenVideoBadge = () => node.imagenVideoInfoBadge ?? EMPTY_BADGE;
+  node.badges.push(node.imagenVideoBadge);
 }
 
 app.registerExtension({
@@ -65,32 +114,20 @@ app.registerExtension({
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!STAGE_NODES.has(nodeData.name)) return;
 
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const r = onNodeCreated?.apply(this, arguments);
+      addInfoBadge(this);
+      return r;
+    };
+
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
-      forgetPreview(this);
       onExecuted?.apply(this, arguments);
       const info = message?.imagen_video_info?.[0];
       this.imagenVideoInfo = info ? formatInfo(info) : undefined;
+      this.imagenVideoInfoBadge = this.imagenVideoInfo ? new InfoBadge(this.imagenVideoInfo) : undefined;
       this.setDirtyCanvas?.(true, true);
-    };
-
-    const onDrawForeground = nodeType.prototype.onDrawForeground;
-    nodeType.prototype.onDrawForeground = function (ctx) {
-      onDrawForeground?.apply(this, arguments);
-      if (!this.imagenVideoInfo || this.flags?.collapsed) return;
-      ctx.save();
-      ctx.font = "12px sans-serif";
-      const text = this.imagenVideoInfo;
-      const w = ctx.measureText(text).width + 12;
-      const x = 0;
-      const y = -LiteGraph.NODE_TITLE_HEIGHT - 24;
-      ctx.fillStyle = "rgba(20, 20, 20, 0.85)";
-      ctx.beginPath();
-      ctx.roundRect ? ctx.roundRect(x, y, w, 18, 5) : ctx.rect(x, y, w, 18);
-      ctx.fill();
-      ctx.fillStyle = "#e8d48a";
-      ctx.fillText(text, x + 6, y + 13);
-      ctx.restore();
     };
   },
 });
