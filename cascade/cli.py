@@ -224,6 +224,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         w_values=tuple(float(w) for w in a.w.split(",")) if a.w else EvalConfig.w_values,
         extra_students=a.extra_students,
         cache=a.cache,
+        sr_sets=tuple(a.sr_sets.split(",")) if a.sr_sets else EvalConfig.sr_sets,
+        sr_aug=a.sr_aug,
     )
     evaluate(cfg)
     print((Path(a.out) / "report.md").read_text())
@@ -247,6 +249,13 @@ def add_evaluate(sub) -> None:
     p.add_argument("--w", help="comma list of guidance weights for the base sweep (default 0,2,4,6)")
     p.add_argument("--extra-students", help="folder with student_4step / student_2step files of the base")
     p.add_argument("--cache", help="folder where base videos are stored, so that runs split over processes compute them once")
+    p.add_argument(
+        "--sr-sets",
+        help="comma list of the SR parts' clip sets: seen,fast,slow,unlike (default all; the SSR skips fast and slow)",
+    )
+    p.add_argument(
+        "--sr-aug", type=float, help="SR parts: noise-augmentation level at sampling (default: the stages' default 0.3)"
+    )
     p.set_defaults(fn=cmd_evaluate)
 
 

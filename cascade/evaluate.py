@@ -5,8 +5,11 @@ Writes ``results.json``, ``report.md`` and picture grids. Measures (spec §5.5):
 * the hand-written detector on ground-truth clips (its own accuracy);
 * base prompt adherence per attribute and all-attributes-correct, seen vs held-out combinations,
   as a function of the guidance weight w;
-* SSR PSNR/SSIM on ground-truth low-res inputs vs bicubic/bilinear, and consistency;
-* TSR PSNR on the inserted frames vs frame repetition and linear blending;
+* SSR PSNR/SSIM on ground-truth low-res inputs vs bicubic/bilinear/Lanczos, and consistency;
+* TSR PSNR/SSIM and object-position error on the inserted frames vs frame repetition, linear
+  blending and optical-flow interpolation, and consistency;
+* both SR stages also on clips unlike their training data (:data:`SR_CLIP_SETS`: motion twice as
+  fast as the fastest trained, slow motion, other backgrounds, colours and sizes);
 * the full cascade's adherence vs the base alone;
 * distilled students vs their teachers: adherence, paired PSNR, network evaluations per video.
 """
@@ -24,8 +27,9 @@ import torch
 
 from .conditioning import resize_video
 from .data.captions import phrase
-from .data.shapes import Attributes, all_attributes, caption, render_clip
+from .data.shapes import BACKGROUND, EXTRA_SHAPES, SPEEDS, Attributes, all_attributes, caption, render_clip
 from .frames import frames_to_video, video_to_frames
+from .interpolation import flow_interpolate, lanczos_resize, position_error
 from .metrics import (
     adherence,
     bicubic_upscale,
@@ -72,6 +76,67 @@ class EvalConfig:
     parts: tuple[str, ...] = ("detector", "base", "ssr", "tsr", "cascade", "distilled")
     extra_students: str | None = None  # folder with 4-/2-step students of the base (optional)
     cache: str | None = None  # folder shared by runs split over processes: base videos computed once
+    # clip sets of the SR parts (SR_CLIP_SETS); the SSR skips the motion-only ones
+    sr_sets: tuple[str, ...] = ("seen", "fast", "slow", "unlike")
+    sr_aug: float | None = None  # SR parts: noise-augmentation level at sampling (default: the stage default)
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.sr_sets if s not in SR_CLIP_SETS]
+        if bad or not self.sr_sets:
+            raise ValueError(f"Unknown SR clip set(s) {bad or '(none given)'}; choose from {', '.join(SR_CLIP_SETS)}.")
+        if self.sr_aug is not None and not 0.0 <= self.sr_aug <= 1.0:
+            raise ValueError(f"sr_aug is a noise-augmentation level in [0, 1]; received {self.sr_aug}.")
+
+
+# Ground-truth clips for the SR parts. seen: the training distribution; fast: twice the fastest
+# trained speed; slow: half the slowest; unlike: what no training clip shows at once: shapes no
+# caption names (diamond, ring), sizes below and above the trained range, a background that is a
+# gradient between two colours unlike the dataset's near-black, and colours outside the palette,
+# at speeds within the trained range.
+SR_CLIP_SETS = ("seen", "fast", "slow", "unlike")
+MOTION_SETS = ("fast", "slow")
+UNLIKE_BACKGROUNDS = ((0.46, 0.48, 0.52), (0.86, 0.83, 0.75), (0.10, 0.20, 0.34), (0.30, 0.42, 0.22))
+UNLIKE_COLOURS = ((0.96, 0.55, 0.10), (0.58, 0.22, 0.80), (0.10, 0.80, 0.85), (0.95, 0.45, 0.70), (0.05, 0.05, 0.05))
+
+
+def sr_clips(name: str, attrs: list[Attributes], frames: int, size: int, seed: int) -> tuple[torch.Tensor, list]:
+    """``(B, 3, frames, size, size)`` ground-truth clips of the SR clip set ``name`` and the
+    background of each (for the object-position error)."""
+    if name not in SR_CLIP_SETS:
+        raise ValueError(f"Unknown SR clip set {name!r}; expected one of {SR_CLIP_SETS}.")
+    rng = np.random.default_rng(seed)
+    vids, bgs = [], []
+    for a in attrs:
+        kw: dict = {}
+        if name == "fast":
+            kw["speed"] = 2 * max(SPEEDS.values())
+        elif name == "slow":
+            kw["speed"] = 0.5 * min(SPEEDS.values())
+        elif name == "unlike":
+            i, j = rng.choice(len(UNLIKE_BACKGROUNDS), size=2, replace=False)
+            bg = (UNLIKE_BACKGROUNDS[i], UNLIKE_BACKGROUNDS[j])
+            far = [c for c in UNLIKE_COLOURS if min(np.linalg.norm(np.subtract(c, b)) for b in bg) > 0.4]
+            kw["background"] = bg
+            kw["colour"] = far[int(rng.integers(len(far)))]
+            kw["shape"] = EXTRA_SHAPES[int(rng.integers(len(EXTRA_SHAPES)))]
+            kw["radius"] = float(rng.uniform(0.07, 0.09) if rng.random() < 0.5 else rng.uniform(0.20, 0.24))
+            kw["speed"] = float(rng.uniform(min(SPEEDS.values()), max(SPEEDS.values())))
+        vids.append(frames_to_video(render_clip(a, frames=frames, size=size, rng=rng, **kw)))
+        bgs.append(kw.get("background", BACKGROUND))
+    return torch.stack(vids), bgs
+
+
+def _position_error(pred: torch.Tensor, gt: torch.Tensor, backgrounds: list[tuple]) -> float:
+    return float(np.mean([position_error(pred[i : i + 1], gt[i : i + 1], bg) for i, bg in enumerate(backgrounds)]))
+
+
+def _flow_available() -> bool:
+    try:
+        import cv2  # noqa: F401, PLC0415
+    except ImportError:
+        log.warning("OpenCV is not installed (pip install -r requirements-eval.txt): the TSR's optical-flow baseline is skipped")
+        return False
+    return True
 
 
 def _prompts(split: str, n: int, seed: int) -> list[Attributes]:
@@ -216,24 +281,43 @@ class _Evaluator:
         self.nfe["base teacher"] = DEFAULT_OPTIONS["base"].steps * 2
         return res
 
-    def gt_clips(self, n: int, frames: int, size: int, split: str = "seen") -> tuple[torch.Tensor, list[Attributes]]:
-        attrs = _prompts(split, n, self.cfg.seed + 7)
-        rng = np.random.default_rng(self.cfg.seed + 8)
-        vids = [frames_to_video(render_clip(a, frames=frames, size=size, rng=rng)) for a in attrs]
-        return torch.stack(vids), attrs
-
     def ssr(self, key: str = "ssr", options: SamplingOptions | None = None) -> dict:
         return self._ssr(key, options)[0]
 
+    def _sr_options(self, role: str, options: SamplingOptions | None) -> SamplingOptions:
+        options = options or DEFAULT_OPTIONS[role]
+        return options if self.cfg.sr_aug is None else replace(options, aug_level=self.cfg.sr_aug)
+
+    def _sr_sets(self, motion: bool) -> list[str]:
+        sets = [s for s in self.cfg.sr_sets if motion or s not in MOTION_SETS]
+        return ["seen"] + [s for s in sets if s != "seen"]
+
     def _ssr(self, key: str, options: SamplingOptions | None):
+        """The seen clips' figures at the top level (with the outputs, which the students'
+        comparison reuses); the other clip sets under ``sets``."""
         stage = self.stage(key)
         if stage is None:
             return {}, None
-        options = options or DEFAULT_OPTIONS["ssr"]
+        options = self._sr_options("ssr", options)
         if (key, options) in self._sr_cache:
             return self._sr_cache[(key, options)]
+        res, out = None, None
+        sets = {}
+        for name in self._sr_sets(motion=False):
+            r, o = self._ssr_set(stage, key, options, name)
+            if name == "seen":
+                res, out = r, o
+            else:
+                sets[name] = r
+        if sets:
+            res["sets"] = sets
+        self._sr_cache[(key, options)] = (res, out)
+        return res, out
+
+    def _ssr_set(self, stage: Stage, key: str, options: SamplingOptions, name: str):
         f = stage.config.spatial_factor
-        gt, attrs = self.gt_clips(self.cfg.samples, 16, stage.config.width)
+        attrs = _prompts("seen", self.cfg.samples, self.cfg.seed + 7)
+        gt, _ = sr_clips(name, attrs, 16, stage.config.width, self.cfg.seed + 8)
         low = resize_video(gt, (round(gt.shape[-2] / f), round(gt.shape[-1] / f)))
         outs = []
         for i, chunk in self.batches(attrs):
@@ -248,35 +332,52 @@ class _Evaluator:
             )
         out = torch.cat(outs)
         u = lambda v: ((v + 1) / 2).clamp(0, 1)  # noqa: E731
-        bicubic = bicubic_upscale(low, gt.shape[-2:])
-        bilinear = resize_video(low, gt.shape[-2:])
-        res = {
-            "psnr": psnr(u(out), u(gt)),
-            "ssim": ssim(u(out), u(gt)),
-            "bicubic_psnr": psnr(u(bicubic), u(gt)),
-            "bicubic_ssim": ssim(u(bicubic), u(gt)),
-            "bilinear_psnr": psnr(u(bilinear), u(gt)),
-            "bilinear_ssim": ssim(u(bilinear), u(gt)),
-            "consistency_psnr": psnr(u(resize_video(out, low.shape[-2:])), u(low)),
-            "n": len(attrs),
+        baselines = {
+            "bicubic": bicubic_upscale(low, gt.shape[-2:]),
+            "bilinear": resize_video(low, gt.shape[-2:]),
+            "lanczos": lanczos_resize(low, gt.shape[-2:]),
         }
+        res = {"psnr": psnr(u(out), u(gt)), "ssim": ssim(u(out), u(gt))}
+        for b, v in baselines.items():
+            res[f"{b}_psnr"] = psnr(u(v), u(gt))
+            res[f"{b}_ssim"] = ssim(u(v), u(gt))
+        res["consistency_psnr"] = psnr(u(resize_video(out, low.shape[-2:])), u(low))
+        res["n"] = len(attrs)
+        res["aug_level"] = options.aug_level
         res["gain_over_bicubic_db"] = res["psnr"] - res["bicubic_psnr"]
-        self._save_grid(torch.cat([bicubic[:4], out[:4], gt[:4]]), None, f"{key}_bicubic_ours_gt.png")
-        self._sr_cache[(key, options)] = (res, out)
+        res["gain_over_lanczos_db"] = res["psnr"] - res["lanczos_psnr"]
+        suffix = "" if name == "seen" else f"_{name}"
+        self._save_grid(torch.cat([baselines["bicubic"][:4], out[:4], gt[:4]]), None, f"{key}{suffix}_bicubic_ours_gt.png")
         return res, out
 
     def tsr(self, key: str = "tsr", options: SamplingOptions | None = None) -> dict:
         return self._tsr(key, options)[0]
 
     def _tsr(self, key: str, options: SamplingOptions | None):
+        """As :meth:`_ssr`: seen clips at the top level, the other clip sets under ``sets``."""
         stage = self.stage(key)
         if stage is None:
             return {}, None
-        options = options or DEFAULT_OPTIONS["tsr"]
+        options = self._sr_options("tsr", options)
         if (key, options) in self._sr_cache:
             return self._sr_cache[(key, options)]
+        res, out = None, None
+        sets = {}
+        for name in self._sr_sets(motion=True):
+            r, o = self._tsr_set(stage, key, options, name)
+            if name == "seen":
+                res, out = r, o
+            else:
+                sets[name] = r
+        if sets:
+            res["sets"] = sets
+        self._sr_cache[(key, options)] = (res, out)
+        return res, out
+
+    def _tsr_set(self, stage: Stage, key: str, options: SamplingOptions, name: str):
         f = stage.config.temporal_factor
-        gt, attrs = self.gt_clips(self.cfg.samples, 15 * f + 1, stage.config.width)
+        attrs = _prompts("seen", self.cfg.samples, self.cfg.seed + 7)
+        gt, bgs = sr_clips(name, attrs, 15 * f + 1, stage.config.width, self.cfg.seed + 8)
         low = gt[:, :, ::f]  # 16 frames; the 15 * (f - 1) frames between them are to be inserted
         outs = []
         for i, chunk in self.batches(attrs):
@@ -292,15 +393,23 @@ class _Evaluator:
         out = torch.cat(outs)
         u = lambda v: ((v + 1) / 2).clamp(0, 1)  # noqa: E731
         odd = inserted_indices(gt.shape[2], f)
-        res = {
-            "psnr_inserted": psnr(u(out[:, :, odd]), u(gt[:, :, odd])),
-            "repeat_psnr_inserted": psnr(u(repeat_frames(low, f)), u(gt[:, :, odd])),
-            "blend_psnr_inserted": psnr(u(blend_frames(low, f)), u(gt[:, :, odd])),
-            "psnr_all": psnr(u(out), u(gt)),
-            "n": len(attrs),
-        }
+        target = gt[:, :, odd]
+        methods = {"ours": out[:, :, odd], "repeat": repeat_frames(low, f), "blend": blend_frames(low, f)}
+        if _flow_available():
+            methods["flow"] = flow_interpolate(low, f)
+        res: dict = {}
+        for m, v in methods.items():
+            p = "" if m == "ours" else f"{m}_"
+            res[f"{p}psnr_inserted"] = psnr(u(v), u(target))
+            res[f"{p}ssim_inserted"] = ssim(u(v), u(target))
+            res[f"{p}position_error_px"] = _position_error(v, target, bgs)
+        res["psnr_all"] = psnr(u(out), u(gt))
+        res["consistency_psnr"] = psnr(u(out[:, :, ::f]), u(low))  # the output's own input-rate frames vs the input
+        res["n"] = len(attrs)
+        res["aug_level"] = options.aug_level
         res["gain_over_blend_db"] = res["psnr_inserted"] - res["blend_psnr_inserted"]
-        self._sr_cache[(key, options)] = (res, out)
+        if "flow" in methods:
+            res["gain_over_flow_db"] = res["psnr_inserted"] - res["flow_psnr_inserted"]
         return res, out
 
     def cascade(self, fast: bool = False) -> dict:

@@ -23,6 +23,7 @@ __all__ = [
     "BACKGROUND",
     "COLOURS",
     "DIRECTIONS",
+    "EXTRA_SHAPES",
     "HELD_OUT",
     "SHAPES",
     "REFERENCE_FPS",
@@ -43,6 +44,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "white": (0.95, 0.95, 0.95),
 }
 SHAPES = ("circle", "square", "triangle")
+EXTRA_SHAPES = ("diamond", "ring")  # never in training data: the SR evaluation's unlike clips
 DIRECTIONS: dict[str, tuple[float, float]] = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 SPEEDS: dict[str, float] = {"slowly": 0.010, "quickly": 0.025}  # fraction of the frame per reference frame
 REFERENCE_FPS = 8.0  # the reference frame rate: the demo cascade's final rate
@@ -131,6 +133,11 @@ def _coverage(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarra
     if shape == "square":
         h = r * 0.886  # same area as the circle: side = r * sqrt(pi)
         return (np.abs(dx) <= h) & (np.abs(dy) <= h)
+    if shape == "diamond":  # a square turned by 45 degrees, same area as the circle
+        return np.abs(dx) + np.abs(dy) <= r * 1.253
+    if shape == "ring":  # a circle with a hole of half its radius
+        d2 = dx * dx + dy * dy
+        return (d2 <= r * r) & (d2 >= 0.25 * r * r)
     # upward isosceles triangle, base width = height = 2h, centred on its bounding box
     h = r * 1.25
     inside_y = (dy >= -h) & (dy <= h)
@@ -148,28 +155,46 @@ def render_clip(
     supersample: int = 4,
     start: tuple[float, float] | None = None,
     radius: float | None = None,
+    speed: float | None = None,
+    colour: tuple[float, float, float] | None = None,
+    background: tuple | None = None,
+    shape: str | None = None,
 ) -> np.ndarray:
     """Render ``(frames, size, size, 3)`` uint8. Every ``frame_step``-th reference frame is shown
     (``frame_step = 2``: the base stage's half frame rate). Start position and size are random
-    unless given (fractions of the frame)."""
+    unless given (fractions of the frame). ``speed`` (fraction of the frame per reference frame),
+    ``colour`` and ``background`` (RGB in [0, 1]; or two RGB triples: a vertical gradient from the
+    top to the bottom row) replace the ones of ``attrs`` / the dataset, and ``shape`` may also be
+    one no caption names (:data:`EXTRA_SHAPES`), for clips unlike the training data (the
+    evaluation's other motions and looks)."""
+    shape = attrs.shape if shape is None else shape
+    if shape not in SHAPES + EXTRA_SHAPES:
+        raise ValueError(f"Unknown shape {shape!r}; expected one of {SHAPES + EXTRA_SHAPES}.")
     if frames < 1 or size < 4:
         raise ValueError(f"render_clip needs frames >= 1 and size >= 4; received {frames}, {size}.")
     cx0, cy0 = (rng.random(), rng.random()) if start is None else start
     r = float(rng.uniform(0.11, 0.17)) if radius is None else radius
     vx, vy = DIRECTIONS[attrs.direction]
-    speed = SPEEDS[attrs.speed] * frame_step
+    speed = (SPEEDS[attrs.speed] if speed is None else float(speed)) * frame_step
     n = size * supersample
     coords = (np.arange(n) + 0.5) / n  # pixel centres in [0, 1)
-    colour = np.array(COLOURS[attrs.colour], dtype=np.float32)
-    bg = np.array(BACKGROUND, dtype=np.float32)
+    colour = np.array(COLOURS[attrs.colour] if colour is None else colour, dtype=np.float32)
+    bg = np.array(BACKGROUND if background is None else background, dtype=np.float32)
+    if bg.shape == (2, 3):  # vertical gradient: one colour per row
+        ramp = np.linspace(0.0, 1.0, size, dtype=np.float32)[:, None, None]
+        bg = bg[0] * (1 - ramp) + bg[1] * ramp  # (size, 1, 3)
+    elif bg.shape != (3,):
+        raise ValueError(f"background must be one RGB triple or two (a gradient); received shape {bg.shape}.")
+    else:
+        bg = bg[None, None]
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
     for f in range(frames):
         cx, cy = (cx0 + vx * speed * f) % 1.0, (cy0 + vy * speed * f) % 1.0
         dx = (coords[None, :] - cx + 0.5) % 1.0 - 0.5  # shortest offset on the torus
         dy = (coords[:, None] - cy + 0.5) % 1.0 - 0.5
-        cov = _coverage(attrs.shape, dx, dy, r).astype(np.float32)
+        cov = _coverage(shape, dx, dy, r).astype(np.float32)
         cov = cov.reshape(size, supersample, size, supersample).mean(axis=(1, 3))  # box-filter: anti-aliasing
-        img = bg[None, None] * (1 - cov[..., None]) + colour[None, None] * cov[..., None]
+        img = bg * (1 - cov[..., None]) + colour[None, None] * cov[..., None]
         out[f] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return out
 
