@@ -156,7 +156,9 @@ def test_report_lists_every_clip_set_and_baseline():
         "gain_over_flow_db": -4.0,
         "consistency_psnr": 31.5,
         "n": 4,
-        "sets": {"fast": {"psnr_inserted": 29.0, "blend_psnr_inserted": 27.0, "repeat_psnr_inserted": 23.0, "gain_over_blend_db": 2.0}},
+        "sets": {
+            "fast": {"psnr_inserted": 29.0, "blend_psnr_inserted": 27.0, "repeat_psnr_inserted": 23.0, "gain_over_blend_db": 2.0}
+        },
     }
     ssr = {
         "psnr": 32.0,
