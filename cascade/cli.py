@@ -74,11 +74,46 @@ def given(a: argparse.Namespace, names: list[str]) -> dict:
     return {k: getattr(a, k) for k in names if getattr(a, k) is not None}
 
 
+def cmd_train_phenaki(a: argparse.Namespace) -> int:
+    from .phenaki_train import PhenakiTrainConfig, PhenakiTrainer
+
+    flags = given(a, a.config_fields + a.phenaki_fields)
+    allowed = {f.name for f in dataclasses.fields(PhenakiTrainConfig)}
+    other = sorted(set(flags) - allowed)
+    if other or a.config or a.schedule_shift is not None or a.overfit_one_batch:
+        other += [
+            x
+            for x, v in (("config", a.config), ("schedule_shift", a.schedule_shift), ("overfit_one_batch", a.overfit_one_batch))
+            if v
+        ]
+        raise SystemExit(
+            f"--stage {a.stage} is a Phenaki model; these settings are for diffusion stages: {', '.join('--' + o.replace('_', '-') for o in other)}."
+        )
+    flags.setdefault("out", f"runs/phenaki_{a.stage}")
+    cfg = PhenakiTrainConfig(model=a.stage, **flags)
+    tr = PhenakiTrainer(cfg)
+    if tr.acc.is_main_process:
+        n = sum(p.numel() for p in tr.net.parameters())
+        print(f"training Phenaki {a.stage} ({n / 1e6:.2f} M parameters) from step {tr.step} to {cfg.steps}, writing {cfg.out}")
+    tr.run()
+    if tr.acc.is_main_process:
+        print(f"done at step {tr.step}: {tr.model_path}")
+    return 0
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from .config import StageConfig
     from .demo import demo_train_config
+    from .phenaki_train import PHENAKI_MODELS
     from .train import TrainConfig, Trainer, overfit_one_batch
 
+    if a.stage in PHENAKI_MODELS:
+        return cmd_train_phenaki(a)
+    extra = sorted(given(a, a.phenaki_fields))
+    if extra:
+        raise SystemExit(
+            f"{', '.join('--' + o.replace('_', '-') for o in extra)}: settings of the Phenaki models (--stage cvivit / maskgit)."
+        )
     overrides = given(a, a.config_fields)
     if a.config:  # your own stage: the library's defaults and your flags (the demo recipe is for the demo stages)
         stage = StageConfig.from_dict(json.loads(Path(a.config).read_text()))
@@ -115,11 +150,15 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def add_train(sub) -> None:
+    from .phenaki_train import PHENAKI_MODELS, PhenakiTrainConfig
     from .roles import role_names
     from .train import TrainConfig
 
-    p = sub.add_parser("train", help="train a stage (base, ssr or tsr); resumes from --out if it holds a state")
-    p.add_argument("--stage", required=True, choices=list(role_names()))
+    p = sub.add_parser(
+        "train",
+        help="train a stage (base, ssr, tsr) or a Phenaki model (cvivit, maskgit); resumes from --out if it holds a state",
+    )
+    p.add_argument("--stage", required=True, choices=[*role_names(), *PHENAKI_MODELS])
     p.add_argument(
         "--config",
         help="stage configuration JSON; trains with the library's defaults and your flags "
@@ -132,7 +171,9 @@ def add_train(sub) -> None:
     )
     p.add_argument("--overfit-one-batch", action="store_true", help="sanity mode: show within a minute that the stage can learn")
     p.add_argument("--overfit-steps", type=int, default=120)
-    p.set_defaults(fn=cmd_train, config_fields=add_config_args(p, TrainConfig, skip=("stage",)))
+    names = add_config_args(p, TrainConfig, skip=("stage",))
+    shared = tuple(f.name for f in dataclasses.fields(TrainConfig))
+    p.set_defaults(fn=cmd_train, config_fields=names, phenaki_fields=add_config_args(p, PhenakiTrainConfig, skip=shared))
 
 
 # --- generate -------------------------------------------------------------------------------------

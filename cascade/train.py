@@ -263,6 +263,52 @@ class Optimiser:
         return True
 
 
+# --- what every trainer shares -------------------------------------------------------------------
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, net: torch.nn.Module, decay: float, step: int) -> None:
+    """EMA of the weights, with the usual warm-up of the decay (``(1 + step) / (10 + step)``)."""
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, p in zip(ema.parameters(), net.parameters()):
+        pe.lerp_(p.detach().float(), 1 - d)
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+    """The optimiser's state as ``optim.{param}.{name}`` tensors, and its param groups as JSON."""
+    osd = opt.state_dict()
+    tensors = {f"optim.{idx}.{name}": torch.as_tensor(v) for idx, st in osd["state"].items() for name, v in st.items()}
+    return tensors, json.dumps(osd["param_groups"])
+
+
+def load_optimizer_tensors(opt: torch.optim.Optimizer, sd: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict = {"state": {}, "param_groups": json.loads(meta["param_groups"])}
+    for k, v in sd.items():
+        if k.startswith("optim."):
+            _, idx, name = k.split(".", 2)
+            state["state"].setdefault(int(idx), {})[name] = v
+    opt.load_state_dict(state)
+
+
+def trim_log(path: Path, step: int) -> None:
+    """A resumed run continues its log: records of steps after the resumed state (written between
+    the last checkpoint and the interruption) are dropped, so no step appears twice."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            s = json.loads(line).get("step", 0)
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a line cut by the interruption
+        if s <= step:
+            keep.append(line)
+    if len(keep) != len(lines):
+        path.write_text("".join(x + "\n" for x in keep))
+        log.info("%s: dropped %d record(s) after step %d (the resumed state)", path.name, len(lines) - len(keep), step)
+
+
 # --- the trainer --------------------------------------------------------------------------------
 
 
@@ -324,12 +370,7 @@ class Trainer:
         sd = load_file(str(self.state_path))
         self.net.load_state_dict({k[6:]: v for k, v in sd.items() if k.startswith("model.")})
         self.ema.load_state_dict({k[4:]: v for k, v in sd.items() if k.startswith("ema.")})
-        opt_state = {"state": {}, "param_groups": json.loads(meta["param_groups"])}
-        for k, v in sd.items():
-            if k.startswith("optim."):
-                _, idx, name = k.split(".", 2)
-                opt_state["state"].setdefault(int(idx), {})[name] = v
-        self.opt.load_state_dict(opt_state)
+        load_optimizer_tensors(self.opt, sd, meta)
         self.step = int(meta["step"])
         log.info("resumed %s at step %d", self.state_path, self.step)
 
@@ -376,15 +417,13 @@ class Trainer:
         net = self.acc.unwrap_model(self.model)
         tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
         tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
-        osd = self.opt.state_dict()
-        for idx, st in osd["state"].items():
-            for name, v in st.items():
-                tensors[f"optim.{idx}.{name}"] = torch.as_tensor(v)
+        opt_tensors, param_groups = optimizer_tensors(self.opt)
+        tensors.update(opt_tensors)
         meta = {
             "format": STATE_FORMAT,
             "step": str(self.step),
             "train_config": self.cfg.to_json(),
-            "param_groups": json.dumps(osd["param_groups"]),
+            "param_groups": param_groups,
         }
         atomic_save_safetensors(tensors, self.state_path, meta)
         self.export(self.out / "stage.safetensors")
@@ -464,12 +503,8 @@ class Trainer:
         """Linear warm-up, then constant or a cosine / linear decay that reaches 0 at ``cfg.steps``."""
         return self.optim.learning_rate(step)
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
-        net = self.acc.unwrap_model(self.model)
-        for pe, p in zip(self.ema.parameters(), net.parameters()):
-            pe.lerp_(p.detach().float(), 1 - decay)
+        update_ema(self.ema, self.acc.unwrap_model(self.model), self.cfg.ema_decay, self.step)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -513,23 +548,7 @@ class Trainer:
         return last
 
     def _trim_log(self) -> None:
-        """A resumed run continues the log: records of steps after the resumed state (written
-        between the last checkpoint and the interruption) are dropped, so no step appears twice."""
-        path = self.out / "log.jsonl"
-        if not path.exists():
-            return
-        lines = path.read_text().splitlines()
-        keep = []
-        for line in lines:
-            try:
-                step = json.loads(line).get("step", 0)
-            except (json.JSONDecodeError, AttributeError):
-                continue  # a line cut by the interruption
-            if step <= self.step:
-                keep.append(line)
-        if len(keep) != len(lines):
-            path.write_text("".join(x + "\n" for x in keep))
-            log.info("log.jsonl: dropped %d record(s) after step %d (the resumed state)", len(lines) - len(keep), self.step)
+        trim_log(self.out / "log.jsonl", self.step)
 
     def _log(self, logf, losses, seconds) -> dict:
         by_level = {
