@@ -60,6 +60,14 @@ class UNetConfig:
     # heads of a learned attention pooling of the text tokens, added to the mean-pooled text vector
     # in the conditioning vector (0: mean pooling only, as before)
     text_attn_pool: int = 0
+    # SR stages: a skip from the low-resolution video (the first out_channels conditioning channels,
+    # already upsampled / frame-repeated to the output) around the network: it sees the noisy video
+    # minus alpha * that video and its v-prediction gets -sigma * it added, so the network learns
+    # only what the input does not already say (the residual), while the stage stays an ordinary
+    # v-prediction model of the full video (samplers, guidance, distillation unchanged). With noise
+    # augmentation the skip carries alpha_aug times the augmented input, its least-squares estimate
+    # of the clean one.
+    cond_skip: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.channels)
@@ -95,6 +103,11 @@ class UNetConfig:
             or (self.text_attn_pool and not self.text_dim)
         ):
             raise ValueError(f"text_attn_pool is a number of heads >= 0 and needs text_dim > 0; received {self.text_attn_pool}.")
+        if self.cond_skip and self.cond_channels < self.out_channels:
+            raise ValueError(
+                f"cond_skip adds the conditioning video to the output, so cond_channels ({self.cond_channels}) "
+                f"must be >= out_channels ({self.out_channels})."
+            )
         if self.rel_pos_buckets < 4 or self.rel_pos_max_distance < 2:
             raise ValueError("rel_pos_buckets must be >= 4 and rel_pos_max_distance >= 2.")
 

@@ -28,6 +28,7 @@ from .layers import (
     sinusoidal_embedding,
     zero_init,
 )
+from .schedule import alpha_sigma
 from .text import TextEmbedding
 
 __all__ = ["VideoUNet"]
@@ -189,6 +190,14 @@ class VideoUNet(nn.Module):
         dt = self.conv_in.weight.dtype
         vm = None if video_mask is None else torch.as_tensor(video_mask, device=z.device)
         emb, ctx = self.embed(b, frames, logsnr, text, aug_logsnr, guidance, vm, device=z.device)
+        skip = None
+        if cfg.cond_skip:  # see UNetConfig.cond_skip: the network works on the residual
+            base = cond[:, : cfg.out_channels].float()
+            if cfg.aug_cond:
+                base = base * self._frame_scalar(aug_logsnr, b, frames, z.device, alpha_sigma)[0]
+            a, s = self._frame_scalar(logsnr, b, frames, z.device, alpha_sigma)
+            z = z - (a * base).to(z.dtype)
+            skip = s * base
         x = z if cond is None else torch.cat([z, cond.to(z)], dim=1)
         x = x.to(dt).transpose(1, 2).reshape(b * frames, -1, h, w)  # (B*T, C, H, W)
         if cfg.patch_size > 1:
@@ -211,7 +220,12 @@ class VideoUNet(nn.Module):
         x = self.conv_out(F.silu(self.norm_out(x)))
         if cfg.patch_size > 1:
             x = F.pixel_shuffle(x, cfg.patch_size)
-        return x.reshape(b, frames, cfg.out_channels, h, w).transpose(1, 2)
+        x = x.reshape(b, frames, cfg.out_channels, h, w).transpose(1, 2)
+        return x if skip is None else x - skip.to(x.dtype)
+
+    def _frame_scalar(self, v, b, frames, device, fn):
+        """``fn`` of a per-sample / per-frame scalar, as ``(B, 1, T, 1, 1)`` tensors."""
+        return tuple(t.reshape(b, 1, frames, 1, 1) for t in fn(self._per_frame(v, b, frames, "logsnr", device)))
 
     def _run(self, layer, x, emb, frames, ctx, vm):
         if self.gradient_checkpointing and self.training:

@@ -285,3 +285,47 @@ def test_attention_pool_starts_as_a_no_op_then_sees_single_words_and_handles_nul
     assert torch.allclose(net(z, torch.zeros(1), text=txt(1)), plain(z, torch.zeros(1), text=txt(1)), atol=1e-6)
     with pytest.raises(ValueError, match="text_attn_pool"):
         UNetConfig(**{**CFG.to_dict(), "text_attn_pool": 2, "text_dim": 0, "cross_attn": (False, False)})
+
+
+def test_cond_skip_is_the_same_network_on_the_residual():
+    """cond_skip: v(z) = net(z - alpha * base) - sigma * base, with base = alpha_aug * the
+    conditioning video, for the very same weights; so a perfect residual model is a perfect model
+    of the video, and at high SNR the skip passes the input through."""
+    from dataclasses import replace
+
+    from cascade.schedule import alpha_sigma
+
+    cfg = replace(CFG, cond_channels=4, aug_cond=True)
+    plain = randomize(VideoUNet(cfg), temporal_too=True).eval()
+    skip = VideoUNet(replace(cfg, cond_skip=True)).eval()
+    skip.load_state_dict(plain.state_dict())
+    g = torch.Generator().manual_seed(1)
+    b, t = 2, 3
+    z = torch.randn(b, 3, t, 8, 8, generator=g)
+    cond = torch.randn(b, 4, t, 8, 8, generator=g)
+    lam, lam_aug = torch.tensor([-2.0, 3.0]), torch.tensor([1.0, 5.0])
+    a, s = (x.reshape(b, 1, 1, 1, 1) for x in alpha_sigma(lam))
+    base = cond[:, :3] * alpha_sigma(lam_aug)[0].reshape(b, 1, 1, 1, 1)
+    with torch.no_grad():
+        got = skip(z, lam, text=txt(b), cond=cond, aug_logsnr=lam_aug)
+        want = plain(z - a * base, lam, text=txt(b), cond=cond, aug_logsnr=lam_aug) - s * base
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # per-frame log-SNRs work too
+    with torch.no_grad():
+        per_frame = skip(z, lam[:, None].expand(b, t), text=txt(b), cond=cond, aug_logsnr=lam_aug)
+    torch.testing.assert_close(per_frame, got, atol=1e-5, rtol=1e-5)
+    # untrained (zero output layer), clean input, high SNR: the x0 prediction is the input
+    fresh = VideoUNet(replace(cfg, cond_skip=True)).eval()
+    x = torch.rand(b, 3, t, 8, 8, generator=g) * 2 - 1
+    hi = torch.tensor(12.0)
+    a, s = alpha_sigma(hi)
+    with torch.no_grad():
+        v = fresh(a * x, hi, text=txt(b), cond=torch.cat([x, torch.ones(b, 1, t, 8, 8)], 1), aug_logsnr=torch.tensor(20.0))
+    torch.testing.assert_close(a * (a * x) - s * v, x, atol=1e-3, rtol=0)
+
+
+def test_cond_skip_needs_the_conditioning_video():
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="cond_skip"):
+        replace(CFG, cond_channels=0, cond_skip=True)
