@@ -75,6 +75,7 @@ def demo_stage_config(role: str) -> StageConfig:
             text_dim=TEXT_DIM,
             head_dim=32,
             norm_groups=8,
+            cond_skip=True,
         )
         return StageConfig(
             role="tsr", unet=unet, frames=32, height=32, width=32, fps=8.0, temporal_factor=2, name="demo-tsr-x2", **common
@@ -91,6 +92,7 @@ def demo_stage_config(role: str) -> StageConfig:
             text_dim=TEXT_DIM,
             head_dim=32,
             norm_groups=8,
+            cond_skip=True,
         )
         return StageConfig(
             role="ssr", unet=unet, frames=32, height=64, width=64, fps=8.0, spatial_factor=2.0, name="demo-ssr-x2", **common
@@ -116,8 +118,10 @@ def demo_train_config(role: str, **overrides):
             max_known=4,
             binding_every=200,
         ),
-        "tsr": dict(batch=6, lr=4e-4, warmup=100, frame_skip=1, clip_frames=16, ema_decay=0.999),
-        "ssr": dict(batch=4, lr=4e-4, warmup=100, frame_skip=1, clip_frames=8, image_fraction=0.25, ema_decay=0.999),
+        # SR stages: half the clips in a random look (background and object colour), so that they
+        # upsample what their input shows rather than the dataset's near-black background
+        "tsr": dict(batch=6, lr=4e-4, warmup=100, frame_skip=1, clip_frames=16, ema_decay=0.999, looks=0.5),
+        "ssr": dict(batch=4, lr=4e-4, warmup=100, frame_skip=1, clip_frames=8, image_fraction=0.25, ema_decay=0.999, looks=0.5),
     }
     kw = {"stage": demo_stage_config(role), "data": "shapes", "out": f"runs/demo_{role}", **recipes[role]}
     kw.update({k: v for k, v in overrides.items() if v is not None})

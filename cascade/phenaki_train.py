@@ -116,7 +116,7 @@ class PhenakiTrainer:
         self.acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
         self.out = Path(cfg.out)
         self.frame_skip = cfg.frame_skip or (max(1, round(8.0 / cfg.fps)) if cfg.data == "shapes" else 1)
-        self.source = make_source(cfg.data, seed=cfg.seed, min_frames=(cfg.frames - 1) * self.frame_skip + 1)
+        self.source = make_source(cfg.data, seed=cfg.seed, min_frames=(cfg.frames - 1) * self.frame_skip + 1, looks=cfg.looks)
         torch.manual_seed(cfg.seed)
         self.encoder = None
         if cfg.model == "cvivit":

@@ -73,6 +73,7 @@ class RunConfig:
     clip_frames: int = setting(0, "frames per training item (0: the stage's native frame count)")
     crop: int = setting(0, "SR stages: train on random spatial crops of this output size (0: whole frames)")
     image_fraction: float = setting(0.0, "fraction of each batch that is packed still images")
+    looks: float = setting(0.0, "shapes data: fraction of clips with a random background and object colour")
     seed: int = setting(0, "seed of the data and noise streams")
     mixed_precision: str = setting("no", "accelerate mixed precision", choices=("no", "fp16", "bf16"))
     text_encoder: str = setting("minilm", "'minilm' (default), a HF folder or a T5 .safetensors (with a tokenizer next to it)")
@@ -329,7 +330,7 @@ class Trainer:
         from .data.sources import ImageFolderSource, make_source
 
         min_frames = ((cfg.clip_frames or s.frames) - 1) * cfg.frame_skip + 1
-        self.source = make_source(cfg.data, seed=cfg.seed, min_frames=min_frames)
+        self.source = make_source(cfg.data, seed=cfg.seed, min_frames=min_frames, looks=cfg.looks)
         self.image_source = ImageFolderSource(cfg.images, seed=cfg.seed) if cfg.images else None
         torch.manual_seed(cfg.seed)
         self.net = VideoUNet(s.unet)

@@ -76,3 +76,31 @@ def test_the_diagnostic_clips_follow_the_path_asked_for():
     with pytest.raises(ValueError, match="path"):
         binding.fixed_clips(4, frames=8, size=16, frame_step=2, path="zigzag")
     assert isinstance(attrs[0], Attributes)
+
+
+def test_random_looks_keep_the_clips_and_caption_the_nearest_colour():
+    from cascade.data.shapes import BACKGROUND, COLOURS
+    from cascade.data.sources import LOOK_MIN_CONTRAST, make_source, nearest_colour
+
+    plain, none, every = ShapesSource(seed=3), ShapesSource(seed=3, looks=0.0), ShapesSource(seed=3, looks=1.0)
+    for i in range(6):
+        a, ta = plain.clip(i, frames=2, size=16)
+        b, tb = none.clip(i, frames=2, size=16)
+        np.testing.assert_array_equal(a, b)
+        assert ta == tb
+        c, _ = every.clip(i, frames=2, size=16)
+        assert (
+            np.abs(c[0, 0, 0] / 255 - np.array(BACKGROUND)).max() > 0.01
+            or np.abs(c[0, -1, -1] / 255 - np.array(BACKGROUND)).max() > 0.01
+        )
+    rng = np.random.default_rng(0)
+    from cascade.data.sources import random_look
+
+    for _ in range(50):
+        look = random_look(rng)
+        assert np.linalg.norm(np.subtract(look["colour"], look["background"])) >= LOOK_MIN_CONTRAST
+    assert nearest_colour(COLOURS["green"]) == "green" and nearest_colour((0.95, 0.2, 0.1)) == "red"
+    with pytest.raises(ValueError, match="looks"):
+        ShapesSource(looks=1.5)
+    with pytest.raises(ValueError, match="shapes data only"):
+        make_source("/no/such/folder", looks=0.5)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..video_io import VIDEO_SUFFIXES, read_video
 from .captions import phrase
-from .shapes import all_attributes, caption, crossing_start, render_clip
+from .shapes import COLOURS, all_attributes, caption, crossing_start, render_clip
 
 __all__ = ["ShapesSource", "VideoFolderSource", "ImageFolderSource", "make_source"]
 
@@ -45,12 +45,19 @@ class ShapesSource:
     # others start anywhere on the torus, as every clip did before (0.0), so that continuations
     # from any position stay in the data
     crossing: float = 0.75
+    # fraction of clips drawn with a random flat background and a random object colour (RGB, at
+    # least LOOK_MIN_CONTRAST apart) instead of the dataset's near-black and palette; the caption
+    # names the palette colour nearest to the object's. For SR stages, which should upsample any
+    # video, not only the dataset's look. 0: exactly the clips of before (a stream of its own)
+    looks: float = 0.0
 
     def __post_init__(self) -> None:
         if self.phrasing not in ("varied", "template"):
             raise ValueError(f"phrasing must be 'varied' or 'template'; received {self.phrasing!r}.")
         if not 0.0 <= self.crossing <= 1.0:
             raise ValueError(f"crossing is a fraction in [0, 1]; received {self.crossing!r}.")
+        if not 0.0 <= self.looks <= 1.0:
+            raise ValueError(f"looks is a fraction in [0, 1]; received {self.looks!r}.")
         self._attrs = all_attributes(self.split)
 
     def clip(self, index: int, frames: int | None = None, size: int | None = None, frame_step: int = 1):
@@ -59,6 +66,12 @@ class ShapesSource:
         rng = _rng(self.seed, index)
         attrs = self._attrs[int(rng.integers(len(self._attrs)))]
         variant = int(rng.integers(1000))
+        look: dict = {}
+        if self.looks > 0:
+            look_rng = _rng(self.seed, index, 3)
+            if look_rng.random() < self.looks:
+                look = random_look(look_rng)
+                attrs = replace(attrs, colour=nearest_colour(look["colour"]))
         text = caption(attrs, variant) if self.phrasing == "template" else phrase(attrs, _rng(self.seed, index, 1))
         n = frames or self.frames
         start = None
@@ -66,13 +79,31 @@ class ShapesSource:
             path_rng = _rng(self.seed, index, 2)
             if path_rng.random() < self.crossing:
                 start = crossing_start(attrs, frames=n, frame_step=frame_step, rng=path_rng)
-        video = render_clip(attrs, frames=n, size=size or self.size, rng=rng, frame_step=frame_step, start=start)
+        video = render_clip(attrs, frames=n, size=size or self.size, rng=rng, frame_step=frame_step, start=start, **look)
         return video, text
 
     def image(self, index: int, size: int | None = None):
         """One still frame with its caption (for joint image-video training)."""
         video, text = self.clip(index + (1 << 40), frames=1, size=size)
         return video[0], text
+
+
+LOOK_MIN_CONTRAST = 0.35
+
+
+def random_look(rng: np.random.Generator) -> dict:
+    """A flat background and an object colour, uniform in RGB, at least ``LOOK_MIN_CONTRAST``
+    apart (``render_clip`` keywords)."""
+    bg = rng.random(3)
+    while True:
+        colour = rng.random(3)
+        if np.linalg.norm(colour - bg) >= LOOK_MIN_CONTRAST:
+            return {"background": tuple(float(v) for v in bg), "colour": tuple(float(v) for v in colour)}
+
+
+def nearest_colour(rgb) -> str:
+    """The palette's name for an RGB colour (for the caption of a clip in a random look)."""
+    return min(COLOURS, key=lambda k: float(np.linalg.norm(np.subtract(COLOURS[k], rgb))))
 
 
 class VideoFolderSource:
@@ -206,9 +237,12 @@ def _square_resize(video: np.ndarray, size: int) -> np.ndarray:
     return out.clamp(0, 255).round().byte().numpy()
 
 
-def make_source(spec: str, *, seed: int = 0, min_frames: int = 1):
-    """``"shapes"`` (or ``"shapes:held_out"``) or a folder of captioned videos."""
+def make_source(spec: str, *, seed: int = 0, min_frames: int = 1, looks: float = 0.0):
+    """``"shapes"`` (or ``"shapes:held_out"``) or a folder of captioned videos. ``looks``: the
+    shapes' fraction of clips in a random look (:attr:`ShapesSource.looks`)."""
     if spec.startswith("shapes"):
         split = spec.split(":", 1)[1] if ":" in spec else "train"
-        return ShapesSource(split=split, seed=seed)
+        return ShapesSource(split=split, seed=seed, looks=looks)
+    if looks:
+        raise ValueError("looks applies to the procedural shapes data only; a video folder has its own look.")
     return VideoFolderSource(spec, min_frames=min_frames, seed=seed)
