@@ -194,12 +194,21 @@ def cmd_generate(a: argparse.Namespace) -> int:
             check_count(flag, steps, 1, 10_000)
     if not a.prompt.strip():
         raise ValueError("The prompt is empty: write what the video should show, e.g. 'a red circle moving right'.")
-    cascade = load_demo_cascade(a.models, fast=a.fast)
+    if a.base == "phenaki" and a.fast:
+        raise ValueError("--fast picks the distilled diffusion students; the Phenaki base has no students (use --steps).")
+    cascade = load_demo_cascade(a.models, fast=a.fast, base=a.base, phenaki_dir=a.phenaki_dir)
+    if a.base_only:
+        cascade.tsr = cascade.ssr = None
     for role, steps in (("base", a.steps), ("tsr", a.sr_steps), ("ssr", a.sr_steps)):
         if steps is not None:
             cascade.options[role] = replace(cascade.options[role], steps=steps)
     if a.guidance is not None:
         cascade.options["base"] = cascade.options["base"].with_w(a.guidance)
+    if cascade.phenaki is not None:
+        cascade.phenaki_options = replace(
+            cascade.phenaki_options,
+            **{k: v for k, v in (("steps", a.steps), ("w", a.guidance)) if v is not None},
+        )
     bars: dict = {}
 
     def progress(stage, done, total):
@@ -227,7 +236,21 @@ def add_generate(sub) -> None:
     p.add_argument("--sr-steps", type=int, help="sampling steps of the TSR and SSR stages")
     p.add_argument("--guidance", type=float, help="base guidance weight w (the paper's convention; ComfyUI cfg = 1 + w)")
     p.add_argument("--models", help="folder with the stage files (default: the pack's models/imagen_video)")
+    _add_base_args(p)
+    p.add_argument("--base-only", action="store_true", help="write the base's video only (no TSR / SSR)")
     p.set_defaults(fn=cmd_generate)
+
+
+def _add_base_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--base",
+        choices=["imagen", "phenaki"],
+        default="imagen",
+        help="the base: Imagen Video's diffusion base (default) or Phenaki (C-ViViT tokens by MaskGIT); TSR and SSR follow either",
+    )
+    p.add_argument(
+        "--phenaki-dir", help="folder with the Phenaki tokenizer and transformer files (default: the pack's models/phenaki)"
+    )
 
 
 # --- distill / evaluate ------------------------------------------------------------------------------
@@ -314,6 +337,7 @@ def cmd_story(a: argparse.Namespace) -> int:
     from .frames import video_to_frames
     from .roles import output_fps
     from .run import load_demo_cascade
+    from .seeds import stage_seed
     from .story import StoryOptions, parse_story, run_story
     from .video_io import VideoWriter
 
@@ -321,10 +345,19 @@ def cmd_story(a: argparse.Namespace) -> int:
     check_output_path(a.output)
     if not (a.seconds > 0):
         raise ValueError(f"--seconds (the default scene duration) must be more than 0; received {a.seconds}.")
-    base_file = Path(a.models or DEMO_DIR) / DEMO_FILES["base_distilled" if a.fast else "base"]
-    scenes = parse_story(text, fps=read_stage_config(base_file).fps, default_seconds=a.seconds)  # before any model loads
-    cascade = load_demo_cascade(a.models, fast=a.fast)
-    base_fps = cascade.base.config.fps
+    if a.base == "phenaki":
+        if a.fast:
+            raise ValueError("--fast picks the distilled diffusion students; the Phenaki base has no students.")
+        from .phenaki import PhenakiOptions, story_frames
+
+        cascade = load_demo_cascade(a.models, base="phenaki", phenaki_dir=a.phenaki_dir)
+        scenes = parse_story(text, fps=cascade.base_fps, default_seconds=a.seconds)
+        phenaki_opts = PhenakiOptions(context=a.phenaki_context, seed=stage_seed(a.seed, "base"))
+    else:
+        base_file = Path(a.models or DEMO_DIR) / DEMO_FILES["base_distilled" if a.fast else "base"]
+        scenes = parse_story(text, fps=read_stage_config(base_file).fps, default_seconds=a.seconds)  # before any model loads
+        cascade = load_demo_cascade(a.models, fast=a.fast)
+    base_fps = cascade.base_fps
     out_fps = base_fps if a.base_only else output_fps(cascade.tsr.config, base_fps)
     total = sum(s.frames for s in scenes)
     print(f"{len(scenes)} scenes, {total} base frames = {total / base_fps:.1f} s at {out_fps:g} fps")
@@ -340,6 +373,9 @@ def cmd_story(a: argparse.Namespace) -> int:
 
         r = run_story(
             scenes,
+            base_frames=None
+            if cascade.phenaki is None
+            else story_frames(cascade.phenaki, scenes, cascade.encoder.encode, phenaki_opts),
             base=cascade.base,
             encode=cascade.encoder.encode,
             tsr=None if a.base_only else cascade.tsr,
@@ -393,6 +429,13 @@ def add_story(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="the story's seed: the same seed and story give the same video")
     p.add_argument("--models", help="folder with the stage files (default: the pack's models/imagen_video)")
     p.add_argument("--report", help="write timing per scene as JSON")
+    _add_base_args(p)
+    p.add_argument(
+        "--phenaki-context",
+        type=int,
+        default=0,
+        help="Phenaki base: frames each new clip re-encodes and continues (1 + n * 2; default 5)",
+    )
     p.set_defaults(fn=cmd_story)
 
 

@@ -13,7 +13,7 @@ from .config import StageConfig, UNetConfig
 from .schedule import CosineSchedule
 from .text import DEFAULT_ENCODER
 
-__all__ = ["DEMO_DIR", "DEMO_FILES", "demo_stage_config", "demo_train_config"]
+__all__ = ["DEMO_DIR", "DEMO_FILES", "PHENAKI_DEMO_DIR", "PHENAKI_DEMO_FILES", "demo_stage_config", "demo_train_config"]
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "models" / "imagen_video"
 DEMO_FILES = {
@@ -23,6 +23,12 @@ DEMO_FILES = {
     "base_distilled": "demo_base_16f_32px_distilled_8step.safetensors",
     "tsr_distilled": "demo_tsr_x2_32px_distilled_8step.safetensors",
     "ssr_distilled": "demo_ssr_x2_64px_distilled_8step.safetensors",
+}
+# the demo Phenaki (a second base: tokenizer + transformer), 17 frames of 32x32 at 4 fps
+PHENAKI_DEMO_DIR = DEMO_DIR.parent / "phenaki"
+PHENAKI_DEMO_FILES = {
+    "tokenizer": "demo_cvivit_17f_32px.safetensors",
+    "transformer": "demo_maskgit_17f_32px.safetensors",
 }
 TEXT_DIM = 384  # all-MiniLM-L6-v2
 # The demo base's recipe (issue 12, "a base that learns motion from text"): a log-SNR shift of -5

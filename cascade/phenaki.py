@@ -33,11 +33,13 @@ __all__ = [
     "PHENAKI_FORMAT_VERSION",
     "Phenaki",
     "PhenakiInfo",
+    "PhenakiOptions",
     "load_phenaki",
     "load_tokenizer",
     "load_transformer",
     "save_tokenizer",
     "save_transformer",
+    "story_frames",
     "tokenizer_id",
 ]
 
@@ -251,3 +253,84 @@ def load_phenaki(tokenizer_path: str | os.PathLike, transformer_path: str | os.P
     tok, tid = load_tokenizer(tokenizer_path)
     tf, info = load_transformer(transformer_path)
     return Phenaki(tok, tf, info, tid).to(device)
+
+
+@dataclass(frozen=True)
+class PhenakiOptions:
+    """How Phenaki samples: MaskGIT iterations per clip, guidance on the logits, temperature, the
+    context frames a continuation re-encodes (``1 + k * temporal_patch``; 0: the file's default
+    of two token steps) and the seed."""
+
+    steps: int = 12
+    w: float = 3.0
+    temperature: float = 1.0
+    context: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.temperature <= 0 or self.w < 0 or self.context < 0:
+            raise ValueError("Phenaki options need steps >= 1, temperature > 0, w >= 0 and context >= 0.")
+
+
+def story_frames(
+    ph: Phenaki,
+    scenes,
+    encode: Callable[[list[str]], TextEmbedding],
+    options: PhenakiOptions = PhenakiOptions(),
+    progress: Callable[[int, int], None] | None = None,
+):
+    # progress(frames done, frames of the story)
+    """Phenaki's stories (spec §3.3): yield ``(frames (1, 3, n, H, W), scene index)`` as clips
+    finish. The first clip comes from the first prompt; every later clip re-encodes the last
+    ``context`` frames made so far, keeps their tokens fixed and continues them with the prompt of
+    the scene its new frames belong to. Only those context frames are kept between clips, so
+    memory does not grow with the story. Clip ``i`` samples with seed ``options.seed + i``."""
+    tc = ph.tokenizer.config
+    context = options.context or tc.frames(2)
+    k = ph.check_frames(context)
+    if k >= ph.info.steps:
+        raise ValueError(
+            f"The context ({context} frames = {k} token steps) must be shorter than a clip ({ph.info.steps} token steps)."
+        )
+    new_per_clip = (ph.info.steps - k) * tc.temporal_patch
+    total = sum(s.frames for s in scenes)
+    done = 0
+    texts: dict[int, TextEmbedding] = {}
+    last = None
+    clip = 0
+    for si, scene in enumerate(scenes):
+        if si not in texts:
+            texts = {si: encode([scene.prompt])}  # only the current scene's text is kept
+        left = scene.frames
+        while left > 0:
+            seed = options.seed + clip
+            if last is None:
+                out = ph.generate(
+                    texts[si],
+                    tc.frames(ph.info.steps),
+                    steps=options.steps,
+                    w=options.w,
+                    temperature=options.temperature,
+                    seed=seed,
+                )
+            else:
+                usable = 1 + (last.shape[2] - 1) // tc.temporal_patch * tc.temporal_patch  # a length the tokenizer takes
+                out = ph.generate(
+                    texts[si],
+                    new_per_clip,
+                    steps=options.steps,
+                    w=options.w,
+                    temperature=options.temperature,
+                    seed=seed,
+                    context=last[:, :, -usable:],
+                )
+            out = out[:, :, :left]
+            left -= out.shape[2]
+            last = out if last is None else torch.cat([last, out], dim=2)
+            if last.shape[2] >= context:
+                last = last[:, :, -context:]
+            clip += 1
+            done += out.shape[2]
+            if progress is not None:
+                progress(done, total)
+            yield out.cpu(), si

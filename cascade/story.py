@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -390,7 +390,7 @@ class StreamingSR:
 def run_story(
     scenes: list[Scene],
     *,
-    base: Stage,
+    base: Stage | None,
     encode: Callable[[list[str]], TextEmbedding],
     tsr: Stage | None = None,
     ssr: Stage | None = None,
@@ -401,17 +401,20 @@ def run_story(
     sr_overlap: int = 4,
     progress: Callable[[str, int, int], None] | None = None,
     seed: int | None = None,
+    base_frames: Iterable[tuple[torch.Tensor, int]] | None = None,
 ) -> dict:
     """Generate the whole story through the cascade, handing finished frames (``(1, 3, n, H, W)`` in
     [-1, 1]) and their scene index to ``sink`` as they are made. Returns timing per scene.
     ``seed``: the story's seed; each stage then samples with its :func:`~cascade.seeds.stage_seed`
-    (without it, the seeds in ``options`` are used as they are)."""
+    (without it, the seeds in ``options`` are used as they are). ``base_frames``: the base's
+    ``(frames, scene)`` stream from another base (Phenaki's :func:`cascade.phenaki.story_frames`)
+    instead of the diffusion base's windows; ``base`` is then unused."""
     import time
 
     if seed is not None:
         options = {k: v.for_stage(seed, k) for k, v in options.items()}
     for stage, key in ((base, "base"), (tsr, "tsr"), (ssr, "ssr")):  # refuse bad settings before any work
-        if stage is not None:
+        if stage is not None and not (key == "base" and base_frames is not None):
             check_options(stage, options[key])
 
     starts = [0]
@@ -460,14 +463,16 @@ def run_story(
         flush(level + 1)
 
     t_last = time.perf_counter()
-    for frames, si in story_base_frames(
-        base,
-        scenes,
-        encode,
-        options=options["base"],
-        story=story,
-        progress=(lambda w, n, s: progress("base", w, n)) if progress else None,
-    ):
+    if base_frames is None:
+        base_frames = story_base_frames(
+            base,
+            scenes,
+            encode,
+            options=options["base"],
+            story=story,
+            progress=(lambda w, n, s: progress("base", w, n)) if progress else None,
+        )
+    for frames, si in base_frames:
         push(0, frames)
         now = time.perf_counter()
         scene_time[si] = scene_time.get(si, 0.0) + now - t_last

@@ -97,3 +97,91 @@ def test_generate_is_seeded_and_continues_from_fixed_context_tokens(files):
         ph.generate(text(), 4)
     with pytest.raises(ValueError, match="multiple of 2"):
         ph.generate(text(), 3, context=ctx)
+
+
+class _Scene:
+    def __init__(self, prompt, frames):
+        self.prompt, self.frames = prompt, frames
+
+
+def test_story_frames_continue_scene_by_scene_with_bounded_context(files):
+    from cascade.phenaki import PhenakiOptions, story_frames
+
+    ph = load_phenaki(*files[:2])  # clips of 3 token steps = 5 frames; context 2 steps = 3 frames
+    calls = []
+    real = ph.generate
+
+    def spy(text, frames=None, **kw):
+        ctx = kw.get("context")
+        calls.append((frames, None if ctx is None else ctx.shape[2]))
+        return real(text, frames, **kw)
+
+    ph.generate = spy
+    scenes = [_Scene("a", 7), _Scene("b", 3), _Scene("c", 1)]
+    enc = lambda prompts: text(len(prompts))  # noqa: E731
+    out = list(story_frames(ph, scenes, enc, PhenakiOptions(steps=2)))
+    assert [o.shape[2] for o, _ in out] == [5, 2, 2, 1, 1] and [s for _, s in out] == [0, 0, 1, 1, 2]
+    # the first clip is a whole clip; every later one re-encodes at most 3 frames (2 token steps) and adds 2
+    assert calls[0] == (5, None) and all(c == (2, 3) for c in calls[1:])
+    again = list(story_frames(ph, scenes, enc, PhenakiOptions(steps=2)))
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(out, again))  # same seed, same story
+    with pytest.raises(ValueError, match="shorter than a clip"):
+        list(story_frames(ph, scenes, enc, PhenakiOptions(context=5)))
+
+
+@pytest.fixture
+def cli_models(tmp_path):
+    from cascade.demo import DEMO_FILES, PHENAKI_DEMO_FILES
+    from cascade.text import DEFAULT_ENCODER
+    from tests.test_distill_eval import minilm_stage
+
+    models, pdir = tmp_path / "iv", tmp_path / "ph"
+    for role in ("tsr", "ssr"):
+        minilm_stage(role).save(models / DEMO_FILES[role])
+    tok = rand(CViViT(TOK), 0)
+    tid = save_tokenizer(pdir / PHENAKI_DEMO_FILES["tokenizer"], tok)
+    tf = rand(
+        MaskGIT(MaskGITConfig(codebook_size=TOK.codebook_size, grid=TOK.grid, dim=32, depth=1, head_dim=16, text_dim=384)), 1
+    )
+    info = PhenakiInfo(tokenizer_id=tid, tokenizer_config=TOK, text_encoder=DEFAULT_ENCODER, fps=4.0, steps=3)
+    save_transformer(pdir / PHENAKI_DEMO_FILES["transformer"], tf, info)
+    return models, pdir
+
+
+def test_generate_and_story_with_the_phenaki_base(cli_models, tmp_path, capsys):
+    from cascade.cli import main
+    from cascade.video_io import read_video
+
+    models, pdir = cli_models
+    common = ["--models", str(models), "--base", "phenaki", "--phenaki-dir", str(pdir), "--steps", "2", "--sr-steps", "2"]
+    assert main(["generate", "a red circle moving right", "-o", str(tmp_path / "a.mp4"), *common]) == 0
+    video, fps = read_video(tmp_path / "a.mp4")
+    assert video.shape[0] == 10 and video.shape[1:3] == (32, 32) and fps == 8  # 5 base frames -> TSR x2 -> SSR x2
+    assert main(["generate", "a red circle", "-o", str(tmp_path / "b.mp4"), *common, "--base-only"]) == 0
+    assert read_video(tmp_path / "b.mp4")[0].shape[:3] == (5, 16, 16)
+    story = tmp_path / "s.txt"
+    story.write_text("a red circle moving right | 2s\na blue square moving up | 1s\n")
+    assert (
+        main(
+            [
+                "story",
+                str(story),
+                "-o",
+                str(tmp_path / "s.mp4"),
+                "--models",
+                str(models),
+                "--base",
+                "phenaki",
+                "--phenaki-dir",
+                str(pdir),
+                "--base-only",
+            ]
+        )
+        == 0
+    )
+    assert read_video(tmp_path / "s.mp4")[0].shape[0] == 12  # 3 s at 4 fps
+    capsys.readouterr()
+    assert (
+        main(["generate", "x", "-o", str(tmp_path / "c.mp4"), "--base", "phenaki", "--phenaki-dir", str(tmp_path / "none")]) != 0
+    )
+    assert "Phenaki demo file missing" in capsys.readouterr().err
