@@ -7,6 +7,7 @@ deprecated, never delete them (see CHANGELOG.md).
 
 from . import adapter
 from .loaders import ImagenVideoModelLoader, ImagenVideoTextEncode, ImagenVideoTextEncoderLoader
+from .phenaki import ImagenVideoPhenakiLoader, ImagenVideoPhenakiSampler, ImagenVideoPhenakiStory
 from .sampling import ImagenVideoCosineScheduler, ImagenVideoSamplerSelect, ImagenVideoScheduler
 from .stages import ImagenVideoDistilledSampler, ImagenVideoSampler, ImagenVideoSpatialSR, ImagenVideoTemporalSR
 from .story import ImagenVideoStory, ImagenVideoStoryToVideo
@@ -26,6 +27,9 @@ NODE_CLASS_MAPPINGS = {
     "ImagenVideoSamplerSelect": ImagenVideoSamplerSelect,
     "ImagenVideoScheduler": ImagenVideoScheduler,
     "ImagenVideoCosineScheduler": ImagenVideoCosineScheduler,
+    "ImagenVideoPhenakiLoader": ImagenVideoPhenakiLoader,
+    "ImagenVideoPhenakiSampler": ImagenVideoPhenakiSampler,
+    "ImagenVideoPhenakiStory": ImagenVideoPhenakiStory,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -41,4 +45,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ImagenVideoSamplerSelect": "Imagen Video Sampler Select (IV)",
     "ImagenVideoScheduler": "Imagen Video Stage Scheduler (IV)",
     "ImagenVideoCosineScheduler": "Truncated Cosine Scheduler (IV)",
+    "ImagenVideoPhenakiLoader": "Load Phenaki (IV)",
+    "ImagenVideoPhenakiSampler": "Phenaki Text to Video (IV)",
+    "ImagenVideoPhenakiStory": "Phenaki Story (IV)",
 }

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 PACK_DIR = Path(__file__).resolve().parent.parent
 PACK_MODELS = PACK_DIR / "models"
 FOLDER = "imagen_video"
+PHENAKI_FOLDER = "phenaki"
 TEXT_FOLDER = "text_encoders"
 
 try:  # inside ComfyUI
@@ -42,33 +43,41 @@ def request_interrupt(value: bool = True) -> None:
 
 
 def register_folders() -> None:
-    """``models/imagen_video`` (ComfyUI's models dir plus the pack's own demo models), safetensors only."""
+    """``models/imagen_video`` and ``models/phenaki`` (ComfyUI's models dir plus the pack's own demo
+    models), safetensors only."""
     if not IN_COMFYUI:
         return
-    paths = [os.path.join(folder_paths.models_dir, FOLDER), str(PACK_MODELS / FOLDER)]
-    known = folder_paths.folder_names_and_paths.get(FOLDER)
-    if known is not None:
-        paths = list(dict.fromkeys(list(known[0]) + paths))
-    folder_paths.folder_names_and_paths[FOLDER] = (paths, {".safetensors"})
+    for folder in (FOLDER, PHENAKI_FOLDER):
+        paths = [os.path.join(folder_paths.models_dir, folder), str(PACK_MODELS / folder)]
+        known = folder_paths.folder_names_and_paths.get(folder)
+        if known is not None:
+            paths = list(dict.fromkeys(list(known[0]) + paths))
+        folder_paths.folder_names_and_paths[folder] = (paths, {".safetensors"})
 
 
-def list_models() -> list[str]:
+def list_models(folder: str = FOLDER) -> list[str]:
     if IN_COMFYUI:
-        return folder_paths.get_filename_list(FOLDER)
-    root = PACK_MODELS / FOLDER
+        return folder_paths.get_filename_list(folder)
+    root = PACK_MODELS / folder
     return sorted(p.name for p in root.glob("*.safetensors")) if root.exists() else []
 
 
-def model_path(name: str) -> str:
+_WHAT = {
+    FOLDER: "Imagen Video stage files (.safetensors)",
+    PHENAKI_FOLDER: "Phenaki tokenizer and transformer files (.safetensors, from `python -m cascade train --stage cvivit / maskgit`)",
+}
+
+
+def model_path(name: str, folder: str = FOLDER) -> str:
     if IN_COMFYUI:
-        path = folder_paths.get_full_path(FOLDER, name)
+        path = folder_paths.get_full_path(folder, name)
     else:
-        path = str(PACK_MODELS / FOLDER / name)
+        path = str(PACK_MODELS / folder / name)
         path = path if os.path.exists(path) else None
     if not path:
         raise FileNotFoundError(
-            f"Model file {name!r} not found in models/{FOLDER}. Put Imagen Video stage files (.safetensors) there "
-            "and press 'r' to refresh the list; the demo cascade ships in the pack's models/imagen_video folder."
+            f"Model file {name!r} not found in models/{folder}. Put {_WHAT[folder]} there "
+            f"and press 'r' to refresh the list; the demo models ship in the pack's models/{folder} folder."
         )
     return path
 

@@ -5,6 +5,7 @@ import { app } from "../../scripts/app.js";
 const TYPE_COLOURS = {
   IMAGEN_VIDEO_MODEL: "#c9a227",
   IMAGEN_VIDEO_TEXT_ENCODER: "#d4732a",
+  IMAGEN_VIDEO_PHENAKI: "#4fa3a5",
 };
 
 const STAGE_NODES = new Set([
@@ -14,6 +15,8 @@ const STAGE_NODES = new Set([
   "ImagenVideoDistilledSampler",
   "ImagenVideoStory",
   "ImagenVideoStoryToVideo",
+  "ImagenVideoPhenakiSampler",
+  "ImagenVideoPhenakiStory",
 ]);
 
 function formatInfo(info) {
