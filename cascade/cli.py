@@ -290,6 +290,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         cache=a.cache,
         sr_sets=tuple(a.sr_sets.split(",")) if a.sr_sets else EvalConfig.sr_sets,
         sr_aug=a.sr_aug,
+        phenaki=a.phenaki_dir,
     )
     evaluate(cfg)
     print((Path(a.out) / "report.md").read_text())
@@ -308,7 +309,7 @@ def add_evaluate(sub) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument(
         "--parts",
-        help="comma list of: detector,base,ssr,tsr,cascade,distilled (cascade = cascade_default + cascade_fast, each also alone)",
+        help="comma list of: detector,base,ssr,tsr,cascade,distilled,phenaki (cascade = cascade_default + cascade_fast, each also alone)",
     )
     p.add_argument("--w", help="comma list of guidance weights for the base sweep (default 0,2,4,6)")
     p.add_argument("--extra-students", help="folder with student_4step / student_2step files of the base")
@@ -319,6 +320,9 @@ def add_evaluate(sub) -> None:
     )
     p.add_argument(
         "--sr-aug", type=float, help="SR parts: noise-augmentation level at sampling (default: the stages' default 0.3)"
+    )
+    p.add_argument(
+        "--phenaki-dir", help="part phenaki: the Phenaki tokenizer and transformer folder (default: the pack's models/phenaki)"
     )
     p.set_defaults(fn=cmd_evaluate)
 

@@ -79,6 +79,7 @@ class EvalConfig:
     # clip sets of the SR parts (SR_CLIP_SETS); the SSR skips the motion-only ones
     sr_sets: tuple[str, ...] = ("seen", "fast", "slow", "unlike")
     sr_aug: float | None = None  # SR parts: noise-augmentation level at sampling (default: the stage default)
+    phenaki: str | None = None  # folder with the Phenaki tokenizer + transformer (part "phenaki"; default: the pack's)
 
     def __post_init__(self) -> None:
         bad = [s for s in self.sr_sets if s not in SR_CLIP_SETS]
@@ -209,6 +210,62 @@ class _Evaluator:
                 per.append(adherence(vids, attrs, step))
             out[name] = merge_adherence(per)
         return out
+
+    def phenaki(self) -> dict:
+        """Phenaki as a base, measured like the diffusion base: its tokenizer's reconstruction of
+        ground-truth clips (and its tokens per clip against a per-frame tokenizer with the same
+        patch), and the detector's adherence on every split at the default settings, with its
+        network evaluations and seconds per video."""
+        from .demo import PHENAKI_DEMO_DIR, PHENAKI_DEMO_FILES
+        from .phenaki import PhenakiOptions, load_phenaki
+
+        root = Path(self.cfg.phenaki) if self.cfg.phenaki else PHENAKI_DEMO_DIR
+        paths = [root / PHENAKI_DEMO_FILES[k] for k in ("tokenizer", "transformer")]
+        if not all(p.exists() for p in paths):
+            log.warning("no Phenaki files in %s: skipping the phenaki part", root)
+            return {}
+        ph = load_phenaki(*paths)
+        tc, opts = ph.tokenizer.config, PhenakiOptions()
+        frames, step = tc.frames(ph.info.steps), max(1, round(8.0 / ph.info.fps))
+        attrs = _prompts("seen", self.cfg.samples, self.cfg.seed + 7)
+        rng = np.random.default_rng(self.cfg.seed + 9)
+        gt = torch.stack(
+            [frames_to_video(render_clip(a, frames=frames, size=tc.image_size, rng=rng, frame_step=step)) for a in attrs]
+        )
+        with torch.no_grad():
+            recon = torch.cat([ph.tokenizer.detokenize(ph.tokenizer.tokenize(gt[i : i + 8])) for i in range(0, len(gt), 8)])
+        u = lambda v: ((v + 1) / 2).clamp(0, 1)  # noqa: E731
+        res: dict = {
+            "tokenizer": {
+                "psnr": psnr(u(recon), u(gt)),
+                "ssim": ssim(u(recon), u(gt)),
+                "frames": frames,
+                "tokens_per_clip": tc.tokens(frames),
+                "tokens_per_clip_per_frame_tokenizer": frames * tc.grid**2,
+                "codebook_size": tc.codebook_size,
+                "n": len(gt),
+            },
+            "steps": opts.steps,
+            "guidance": opts.w,
+            "nfe_per_video": opts.steps * (2 if opts.w else 1),
+        }
+        for split in SPLITS:
+            attrs = _prompts(split, self.cfg.samples, self.cfg.seed)
+            caps = captions_for(attrs, split, self.cfg.seed)
+            t0 = time.time()
+            vids = torch.cat(
+                [
+                    ph.generate(
+                        self.text(chunk, caps[i : i + len(chunk)]), frames, steps=opts.steps, w=opts.w, seed=self.cfg.seed + i
+                    )
+                    for i, chunk in self.batches(attrs)
+                ]
+            )
+            res[split] = {**adherence(vids, attrs, step), "seconds_per_video": round((time.time() - t0) / len(attrs), 3)}
+            if split == "seen":
+                self._save_grid(vids[:8], attrs[:8], "phenaki_seen.png")
+            log.info("phenaki %s: %s", split, res[split])
+        return res
 
     def base_videos(self, stage: Stage, attrs, options: SamplingOptions, seed0: int, captions=None) -> torch.Tensor:
         vids = []

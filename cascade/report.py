@@ -77,6 +77,8 @@ def report(r: dict) -> str:
                     + f" | {v['seconds_per_video']} |"
                 )
             lines.append("")
+    if r.get("phenaki"):
+        lines += _phenaki_section(r["phenaki"])
     if r.get("ssr"):
         lines += _ssr_section(r["ssr"])
     if r.get("tsr"):
@@ -192,3 +194,28 @@ def _tsr_section(t: dict) -> list[str]:
         "",
     ]
     return lines
+
+
+def _phenaki_section(p: dict) -> list[str]:
+    t = p["tokenizer"]
+    lines = [
+        "## Phenaki base (C-ViViT + MaskGIT)",
+        "",
+        f"Tokenizer on {t['n']} ground-truth clips of {t['frames']} frames: PSNR {t['psnr']:.2f} dB, SSIM {t['ssim']:.3f}; "
+        f"{t['tokens_per_clip']} tokens per clip against {t['tokens_per_clip_per_frame_tokenizer']} for a per-frame tokenizer "
+        f"with the same patch ({t['codebook_size']} codes).",
+        "",
+        f"Sampling: {p['steps']} MaskGIT steps, w = {p['guidance']:g} ({p['nfe_per_video']} network evaluations per video).",
+        "",
+        "| split | colour | shape | direction | speed | all four | s per video | n |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for split in ("seen", "held_out", "train_phrasing", "held_out_phrasing"):
+        if split in p:
+            a = p[split]
+            lines.append(
+                f"| {split} | "
+                + " | ".join(_pct(a[k]) for k in ATTRS)
+                + f" | {_pct(a['all'])} | {a['seconds_per_video']} | {a['n']} |"
+            )
+    return lines + [""]

@@ -185,3 +185,17 @@ def test_generate_and_story_with_the_phenaki_base(cli_models, tmp_path, capsys):
         main(["generate", "x", "-o", str(tmp_path / "c.mp4"), "--base", "phenaki", "--phenaki-dir", str(tmp_path / "none")]) != 0
     )
     assert "Phenaki demo file missing" in capsys.readouterr().err
+
+
+def test_evaluation_part(cli_models, tmp_path):
+    from cascade.evaluate import EvalConfig, evaluate
+
+    _, pdir = cli_models
+    r = evaluate(
+        EvalConfig(models=str(tmp_path), out=str(tmp_path / "ev"), samples=2, batch=2, parts=("phenaki",), phenaki=str(pdir))
+    )
+    p = r["phenaki"]
+    assert p["tokenizer"]["tokens_per_clip"] == 3 * 16 and p["tokenizer"]["tokens_per_clip_per_frame_tokenizer"] == 5 * 16
+    assert 0 < p["tokenizer"]["psnr"] < 100 and p["nfe_per_video"] == 24
+    assert {"seen", "held_out", "train_phrasing", "held_out_phrasing"} <= set(p) and p["seen"]["n"] == 2
+    assert "## Phenaki base" in (tmp_path / "ev" / "report.md").read_text()
