@@ -350,18 +350,22 @@ class _Evaluator:
         return ["seen"] + [s for s in sets if s != "seen"]
 
     def _ssr(self, key: str, options: SamplingOptions | None):
-        """The seen clips' figures at the top level (with the outputs, which the students'
-        comparison reuses); the other clip sets under ``sets``."""
+        return self._sr_part("ssr", key, options)
+
+    def _sr_part(self, role: str, key: str, options: SamplingOptions | None):
+        """An SR part over its clip sets: the seen clips' figures at the top level (with the
+        outputs, which the students' comparison reuses), the other sets under ``sets``."""
         stage = self.stage(key)
         if stage is None:
             return {}, None
-        options = self._sr_options("ssr", options)
+        options = self._sr_options(role, options)
         if (key, options) in self._sr_cache:
             return self._sr_cache[(key, options)]
+        run = self._ssr_set if role == "ssr" else self._tsr_set
         res, out = None, None
         sets = {}
-        for name in self._sr_sets(motion=False):
-            r, o = self._ssr_set(stage, key, options, name)
+        for name in self._sr_sets(motion=role == "tsr"):
+            r, o = run(stage, key, options, name)
             if name == "seen":
                 res, out = r, o
             else:
@@ -411,25 +415,7 @@ class _Evaluator:
         return self._tsr(key, options)[0]
 
     def _tsr(self, key: str, options: SamplingOptions | None):
-        """As :meth:`_ssr`: seen clips at the top level, the other clip sets under ``sets``."""
-        stage = self.stage(key)
-        if stage is None:
-            return {}, None
-        options = self._sr_options("tsr", options)
-        if (key, options) in self._sr_cache:
-            return self._sr_cache[(key, options)]
-        res, out = None, None
-        sets = {}
-        for name in self._sr_sets(motion=True):
-            r, o = self._tsr_set(stage, key, options, name)
-            if name == "seen":
-                res, out = r, o
-            else:
-                sets[name] = r
-        if sets:
-            res["sets"] = sets
-        self._sr_cache[(key, options)] = (res, out)
-        return res, out
+        return self._sr_part("tsr", key, options)
 
     def _tsr_set(self, stage: Stage, key: str, options: SamplingOptions, name: str):
         f = stage.config.temporal_factor

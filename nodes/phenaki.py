@@ -19,6 +19,12 @@ CATEGORY = "Imagen Video/Phenaki"
 PHENAKI_TYPE = "IMAGEN_VIDEO_PHENAKI"
 
 SEED = ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": "fixed", "tooltip": "Same seed, same video."})
+PHENAKI_INPUT = (PHENAKI_TYPE, {"tooltip": "From Load Phenaki."})
+STEPS = ("INT", {"default": 12, "min": 1, "max": 256, "tooltip": "MaskGIT unmasking iterations (per clip)."})
+GUIDANCE = (
+    "FLOAT",
+    {"default": 3.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "w on the logits: (1 + w) cond - w uncond; 0 = unguided."},
+)
 SHOW_ANIMATION = (
     "BOOLEAN",
     {"default": True, "tooltip": "Show the frames in the node as an animation (written to the temp folder)."},
@@ -88,22 +94,27 @@ def _phenaki_progress(node_id, total: int):
     return callback
 
 
-class ImagenVideoPhenakiSampler:
+class _PhenakiVideoNode:
+    """What the Phenaki video nodes share: a base's outputs, frames and their rate."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("images", "fps")
+
+
+class ImagenVideoPhenakiSampler(_PhenakiVideoNode):
     DESCRIPTION = (
         "Phenaki text -> video: MaskGIT unmasks the video's tokens in a few confident steps (classifier-free guidance on the "
         "logits), and the tokenizer decodes them. With context_images, the last frames of that video are re-encoded, kept, "
         "and continued (video extension). Outputs IMAGE frames + fps for TSR/SSR or any video node."
     )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "FLOAT")
-    RETURN_NAMES = ("images", "fps")
     FUNCTION = "sample"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "phenaki": (PHENAKI_TYPE, {"tooltip": "From Load Phenaki."}),
+                "phenaki": PHENAKI_INPUT,
                 "positive": (
                     "CONDITIONING",
                     {"tooltip": "From Imagen Video Text Encode with the encoder the transformer was trained with."},
@@ -118,17 +129,8 @@ class ImagenVideoPhenakiSampler:
                         "tooltip": "1 + n * 2 (the tokenizer's tubelets); a continuation adds a multiple of 2.",
                     },
                 ),
-                "steps": ("INT", {"default": 12, "min": 1, "max": 256, "tooltip": "MaskGIT unmasking iterations."}),
-                "guidance": (
-                    "FLOAT",
-                    {
-                        "default": 3.0,
-                        "min": 0.0,
-                        "max": 30.0,
-                        "step": 0.1,
-                        "tooltip": "w on the logits: (1 + w) cond - w uncond; 0 = unguided.",
-                    },
-                ),
+                "steps": STEPS,
+                "guidance": GUIDANCE,
                 "temperature": (
                     "FLOAT",
                     {
@@ -212,22 +214,19 @@ class ImagenVideoPhenakiSampler:
         return _result(out, float(ph.info.fps), show_animation)
 
 
-class ImagenVideoPhenakiStory:
+class ImagenVideoPhenakiStory(_PhenakiVideoNode):
     DESCRIPTION = (
         "A Phenaki story: one prompt per line (optional '| 4s' durations). The first clip comes from the first prompt; every "
         "next clip re-encodes the last frames and continues them with the next prompt, so memory does not grow with the story. "
         "Outputs the base frames (IMAGE + fps) for TSR/SSR or a video node."
     )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "FLOAT")
-    RETURN_NAMES = ("images", "fps")
     FUNCTION = "story"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "phenaki": (PHENAKI_TYPE, {"tooltip": "From Load Phenaki."}),
+                "phenaki": PHENAKI_INPUT,
                 "text_encoder": (
                     TEXT_ENCODER_TYPE,
                     {"tooltip": "The text encoder the transformer was trained with (the embedded MiniLM for the demo)."},
@@ -244,17 +243,8 @@ class ImagenVideoPhenakiStory:
                     "FLOAT",
                     {"default": 4.0, "min": 0.25, "max": 600.0, "step": 0.25, "tooltip": "Duration of a line without one."},
                 ),
-                "steps": ("INT", {"default": 12, "min": 1, "max": 256, "tooltip": "MaskGIT unmasking iterations per clip."}),
-                "guidance": (
-                    "FLOAT",
-                    {
-                        "default": 3.0,
-                        "min": 0.0,
-                        "max": 30.0,
-                        "step": 0.1,
-                        "tooltip": "w on the logits: (1 + w) cond - w uncond; 0 = unguided.",
-                    },
-                ),
+                "steps": STEPS,
+                "guidance": GUIDANCE,
                 "context_frames": (
                     "INT",
                     {
