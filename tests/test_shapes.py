@@ -104,3 +104,15 @@ def test_random_looks_keep_the_clips_and_caption_the_nearest_colour():
         ShapesSource(looks=1.5)
     with pytest.raises(ValueError, match="shapes data only"):
         make_source("/no/such/folder", looks=0.5)
+
+
+def test_random_looks_never_caption_a_held_out_combination():
+    """A look's caption names the nearest palette colour that keeps the item in its split: without
+    that, a training clip whose random colour is nearest to red could be captioned as a held-out
+    (colour, shape, direction) triple."""
+    source = ShapesSource(seed=5, looks=1.0)
+    items = [source.item(i) for i in range(600)]
+    assert all(look for _, _, look in items)
+    assert not [a for a, _, _ in items if a.held_out]
+    held = ShapesSource(seed=5, split="held_out", looks=1.0)
+    assert all(held.item(i)[0].held_out for i in range(100))

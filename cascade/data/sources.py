@@ -18,7 +18,7 @@ import numpy as np
 
 from ..video_io import VIDEO_SUFFIXES, read_video
 from .captions import phrase
-from .shapes import COLOURS, all_attributes, caption, crossing_start, render_clip
+from .shapes import COLOURS, Attributes, all_attributes, caption, crossing_start, render_clip
 
 __all__ = ["ShapesSource", "VideoFolderSource", "ImageFolderSource", "make_source"]
 
@@ -59,11 +59,13 @@ class ShapesSource:
         if not 0.0 <= self.looks <= 1.0:
             raise ValueError(f"looks is a fraction in [0, 1]; received {self.looks!r}.")
         self._attrs = all_attributes(self.split)
+        self._pool = set(self._attrs)
 
-    def clip(self, index: int, frames: int | None = None, size: int | None = None, frame_step: int = 1):
-        """Render item ``index`` (optionally directly at a lower size / frame rate: rendering
-        with supersampling is the same antialiased resize, and cheaper)."""
-        rng = _rng(self.seed, index)
+    def item(self, index: int, rng: np.random.Generator | None = None) -> tuple[Attributes, int, dict]:
+        """What item ``index`` shows: its attributes (as its caption names them), its phrasing
+        variant and its look (``render_clip`` keywords; empty: the dataset's). ``rng``: the item's
+        main stream, when the caller goes on drawing from it."""
+        rng = _rng(self.seed, index) if rng is None else rng
         attrs = self._attrs[int(rng.integers(len(self._attrs)))]
         variant = int(rng.integers(1000))
         look: dict = {}
@@ -71,7 +73,17 @@ class ShapesSource:
             look_rng = _rng(self.seed, index, 3)
             if look_rng.random() < self.looks:
                 look = random_look(look_rng)
-                attrs = replace(attrs, colour=nearest_colour(look["colour"]))
+                # the caption's colour: the nearest that keeps the item in its split (a train item
+                # must never be captioned as a held-out combination)
+                keep = [c for c in COLOURS if replace(attrs, colour=c) in self._pool]
+                attrs = replace(attrs, colour=nearest_colour(look["colour"], keep))
+        return attrs, variant, look
+
+    def clip(self, index: int, frames: int | None = None, size: int | None = None, frame_step: int = 1):
+        """Render item ``index`` (optionally directly at a lower size / frame rate: rendering
+        with supersampling is the same antialiased resize, and cheaper)."""
+        rng = _rng(self.seed, index)
+        attrs, variant, look = self.item(index, rng)
         text = caption(attrs, variant) if self.phrasing == "template" else phrase(attrs, _rng(self.seed, index, 1))
         n = frames or self.frames
         start = None
@@ -101,9 +113,10 @@ def random_look(rng: np.random.Generator) -> dict:
             return {"background": tuple(float(v) for v in bg), "colour": tuple(float(v) for v in colour)}
 
 
-def nearest_colour(rgb) -> str:
-    """The palette's name for an RGB colour (for the caption of a clip in a random look)."""
-    return min(COLOURS, key=lambda k: float(np.linalg.norm(np.subtract(COLOURS[k], rgb))))
+def nearest_colour(rgb, names=None) -> str:
+    """The palette's name (among ``names``, default all) for an RGB colour (for the caption of a
+    clip in a random look)."""
+    return min(names or COLOURS, key=lambda k: float(np.linalg.norm(np.subtract(COLOURS[k], rgb))))
 
 
 class VideoFolderSource:
