@@ -33,7 +33,7 @@ from torch import nn
 
 from .layers import FeedForward, LayerNorm32, attention, relative_position_buckets, zero_init
 
-__all__ = ["CViViT", "CViViTConfig", "FSQ"]
+__all__ = ["CViViT", "CViViTConfig", "FSQ", "reconstruction_loss"]
 
 
 @dataclass(frozen=True)
@@ -289,7 +289,11 @@ class CViViT(nn.Module):
         return self.decode(codes), idx
 
     def loss(self, video: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Training loss: the reconstruction's MSE (FSQ needs no codebook or commitment term)."""
-        recon, idx = self(video)
-        mse = F.mse_loss(recon, video.float())
-        return mse, {"mse": float(mse.detach()), "codes_used": int(idx.unique().numel())}
+        """Training loss: :func:`reconstruction_loss` of the forward pass."""
+        return reconstruction_loss(*self(video), video)
+
+
+def reconstruction_loss(recon: torch.Tensor, indices: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The reconstruction's MSE (FSQ needs no codebook or commitment term) and the codes used."""
+    mse = F.mse_loss(recon, video.float())
+    return mse, {"mse": float(mse.detach()), "codes_used": int(indices.unique().numel())}

@@ -218,6 +218,7 @@ class _Evaluator:
         network evaluations and seconds per video."""
         from .demo import PHENAKI_DEMO_DIR, PHENAKI_DEMO_FILES
         from .phenaki import PhenakiOptions, load_phenaki
+        from .train import frame_skip_for
 
         root = Path(self.cfg.phenaki) if self.cfg.phenaki else PHENAKI_DEMO_DIR
         paths = [root / PHENAKI_DEMO_FILES[k] for k in ("tokenizer", "transformer")]
@@ -226,7 +227,7 @@ class _Evaluator:
             return {}
         ph = load_phenaki(*paths)
         tc, opts = ph.tokenizer.config, PhenakiOptions()
-        frames, step = tc.frames(ph.info.steps), max(1, round(8.0 / ph.info.fps))
+        frames, step = tc.frames(ph.info.steps), frame_skip_for(ph.info.fps, "shapes")
         attrs = _prompts("seen", self.cfg.samples, self.cfg.seed + 7)
         rng = np.random.default_rng(self.cfg.seed + 9)
         gt = torch.stack(

@@ -205,9 +205,8 @@ class Phenaki:
         fixed and the clip continues them: the result holds only the ``frames`` new frames after
         them. Same seed and inputs, same video."""
         cfg = self.tokenizer.config
-        n_new = self.info.steps if frames is None else None
         if context is None:
-            s = n_new if n_new is not None else self.check_frames(frames)
+            s = self.info.steps if frames is None else self.check_frames(frames)
             given = None
             k = 0
         else:
@@ -295,18 +294,16 @@ def story_frames(
     new_per_clip = (ph.info.steps - k) * tc.temporal_patch
     total = sum(s.frames for s in scenes)
     done = 0
-    texts: dict[int, TextEmbedding] = {}
     last = None
     clip = 0
     for si, scene in enumerate(scenes):
-        if si not in texts:
-            texts = {si: encode([scene.prompt])}  # only the current scene's text is kept
+        text = encode([scene.prompt])  # only the current scene's text is kept
         left = scene.frames
         while left > 0:
             seed = options.seed + clip
             if last is None:
                 out = ph.generate(
-                    texts[si],
+                    text,
                     tc.frames(ph.info.steps),
                     steps=options.steps,
                     w=options.w,
@@ -316,7 +313,7 @@ def story_frames(
             else:
                 usable = 1 + (last.shape[2] - 1) // tc.temporal_patch * tc.temporal_patch  # a length the tokenizer takes
                 out = ph.generate(
-                    texts[si],
+                    text,
                     new_per_clip,
                     steps=options.steps,
                     w=options.w,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_save_safetensors, check_safetensors_file, remove_stale_temporaries
-from .cvivit import CViViT, CViViTConfig
+from .cvivit import CViViT, CViViTConfig, reconstruction_loss
 from .frames import frames_to_video, video_to_frames
 from .maskgit import MaskGIT, MaskGITConfig, masking_loss
 from .phenaki import PhenakiInfo, load_tokenizer, save_tokenizer, save_transformer
@@ -35,6 +35,7 @@ from .text import load_text_encoder
 from .train import (
     Optimiser,
     RunConfig,
+    frame_skip_for,
     load_optimizer_tensors,
     optimizer_tensors,
     require_accelerate,
@@ -115,7 +116,7 @@ class PhenakiTrainer:
         self.cfg = cfg
         self.acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
         self.out = Path(cfg.out)
-        self.frame_skip = cfg.frame_skip or (max(1, round(8.0 / cfg.fps)) if cfg.data == "shapes" else 1)
+        self.frame_skip = cfg.frame_skip or frame_skip_for(cfg.fps, cfg.data)
         self.source = make_source(cfg.data, seed=cfg.seed, min_frames=(cfg.frames - 1) * self.frame_skip + 1, looks=cfg.looks)
         torch.manual_seed(cfg.seed)
         self.encoder = None
@@ -232,7 +233,9 @@ class PhenakiTrainer:
         dev = self.acc.device
         x = x.to(dev)
         if self.cfg.model == "cvivit":
-            return self._cvivit_loss(x)
+            recon, idx = self.model(x)
+            mse, stats = reconstruction_loss(recon, idx, x)
+            return mse, {**stats, "frames": int(x.shape[2])}
         g = self._generator(step)
         with torch.no_grad():
             ids = self.tokenizer.tokenize(x)
@@ -245,11 +248,6 @@ class PhenakiTrainer:
             given = steps[:, :, None, None].expand_as(ids).to(dev)
         text = self.encoder.encode(captions).to(dev)
         return masking_loss(self.model, ids, text, generator=g, given=given)
-
-    def _cvivit_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        recon, idx = self.model(x)
-        mse = torch.nn.functional.mse_loss(recon, x.float())
-        return mse, {"mse": float(mse.detach()), "codes_used": int(idx.unique().numel()), "frames": int(x.shape[2])}
 
     def train_step(self) -> dict:
         torch.manual_seed(self._generator(self.step, 1).initial_seed())

@@ -97,13 +97,19 @@ class RunConfig:
 
 
 def default_frame_skip(stage: StageConfig, data: str) -> int:
-    """Source frames per training frame so that clips play at the stage's frame rate: the shapes
-    renderer's reference rate over the stage's fps (base at 4 fps: 2; SR stages at 8 fps: 1); 1
-    for video folders (their clips are taken at the files' own rate)."""
-    if data == "shapes":
+    """Source frames per training frame so that clips play at the stage's frame rate (see
+    :func:`frame_skip_for`)."""
+    return frame_skip_for(stage.fps, data)
+
+
+def frame_skip_for(fps: float, data: str) -> int:
+    """Source frames per frame of a clip at ``fps``: the shapes renderer's reference rate over
+    ``fps`` (base at 4 fps: 2; SR stages at 8 fps: 1); 1 for video folders (their clips are taken
+    at the files' own rate)."""
+    if data.startswith("shapes"):
         from .data.shapes import REFERENCE_FPS
 
-        return max(1, round(REFERENCE_FPS / stage.fps))
+        return max(1, round(REFERENCE_FPS / fps))
     return 1
 
 

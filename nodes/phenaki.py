@@ -25,6 +25,16 @@ GUIDANCE = (
     "FLOAT",
     {"default": 3.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "w on the logits: (1 + w) cond - w uncond; 0 = unguided."},
 )
+CONTEXT_FRAMES = (
+    "INT",
+    {
+        "default": 5,
+        "min": 1,
+        "max": 1025,
+        "step": 2,
+        "tooltip": "How many of the last frames to re-encode and continue (1 + n * 2).",
+    },
+)
 SHOW_ANIMATION = (
     "BOOLEAN",
     {"default": True, "tooltip": "Show the frames in the node as an animation (written to the temp folder)."},
@@ -39,13 +49,14 @@ class PhenakiModel:
     phenaki: Phenaki
     name: str
     device: torch.device
-    patcher: object = None
 
-    def module(self) -> torch.nn.Module:
-        return torch.nn.ModuleList([self.phenaki.tokenizer, self.phenaki.transformer])
+    def __post_init__(self) -> None:
+        # the pair as one module: ComfyUI's model management loads and offloads them together
+        self.module = torch.nn.ModuleList([self.phenaki.tokenizer, self.phenaki.transformer])
+        self.patcher = adapter.make_patcher(self.module, self.device)
 
     def ready(self) -> Phenaki:
-        adapter.load_to_device(self.patcher, self.module(), self.device)
+        adapter.load_to_device(self.patcher, self.module, self.device)
         return self.phenaki
 
 
@@ -79,9 +90,7 @@ class ImagenVideoPhenakiLoader:
             adapter.model_path(tokenizer, adapter.PHENAKI_FOLDER), adapter.model_path(transformer, adapter.PHENAKI_FOLDER)
         )
         ph.to(adapter.offload_device())
-        model = PhenakiModel(ph, transformer, dev)
-        model.patcher = adapter.make_patcher(model.module(), dev)
-        return (model,)
+        return (PhenakiModel(ph, transformer, dev),)
 
 
 def _phenaki_progress(node_id, total: int):
@@ -149,16 +158,7 @@ class ImagenVideoPhenakiSampler(_PhenakiVideoNode):
                     "IMAGE",
                     {"tooltip": "A video to continue: its last context_frames frames are kept and extended."},
                 ),
-                "context_frames": (
-                    "INT",
-                    {
-                        "default": 5,
-                        "min": 1,
-                        "max": 1025,
-                        "step": 2,
-                        "tooltip": "How many of the last frames to re-encode (1 + n * 2).",
-                    },
-                ),
+                "context_frames": CONTEXT_FRAMES,
             },
             "hidden": {"node_id": "UNIQUE_ID"},
         }
@@ -245,16 +245,7 @@ class ImagenVideoPhenakiStory(_PhenakiVideoNode):
                 ),
                 "steps": STEPS,
                 "guidance": GUIDANCE,
-                "context_frames": (
-                    "INT",
-                    {
-                        "default": 5,
-                        "min": 1,
-                        "max": 1025,
-                        "step": 2,
-                        "tooltip": "Frames each next clip re-encodes and continues (1 + n * 2).",
-                    },
-                ),
+                "context_frames": CONTEXT_FRAMES,
                 "seed": SEED,
                 "show_animation": SHOW_ANIMATION,
             },
