@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from .train import (
     TrainConfig,
     build_batch,
     conditioning_for,
+    deadline,
     default_frame_skip,
     flatten_captions,
     require_accelerate,
@@ -66,6 +68,7 @@ class DistillConfig(RunConfig):
     lr_decay: str = setting("linear", "learning-rate schedule of each round", choices=("constant", "cosine", "linear"))
     adam_beta2: float = setting(0.999, "AdamW beta2")
     images: str | None = setting(None, "not used by distillation (videos only)", cli=False)
+    data_workers: int = setting(0, "not used by distillation (batches are built in the process)", cli=False)
 
     def __post_init__(self) -> None:
         self.check_run()
@@ -114,7 +117,7 @@ class _Distiller:
         tcfg = self.teacher.config
         if tcfg.is_distilled:
             raise ValueError(f"{cfg.teacher} is already distilled; distil from the original (undistilled) stage.")
-        self.encoder = encoder or load_text_encoder(cfg.text_encoder)
+        self.encoder = encoder or load_text_encoder(cfg.text_encoder, device=self.acc.device)
         if tcfg.text_dim and self.encoder.width != tcfg.text_dim:
             raise ValueError(
                 f"The teacher needs {tcfg.text_dim}-wide text; {self.encoder.encoder_id} is {self.encoder.width} wide."
@@ -137,6 +140,15 @@ class _Distiller:
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.schedule = tcfg.schedule
+        self.stop_at = deadline(cfg.time_limit)
+        self.rounds_left = 1 + len(round_schedule(cfg.teacher_steps, cfg.target_steps))
+
+    def round_seconds(self) -> float:
+        """This round's share of what is left of ``time_limit`` (``inf`` without one)."""
+        if not self.cfg.time_limit:
+            return math.inf
+        left = self.stop_at - time.monotonic()
+        return max(0.0, left) / max(1, self.rounds_left)
 
     def batch(self, step: int, salt: int):
         world, rank, b = self.acc.num_processes, self.acc.process_index, self.cfg.batch
@@ -155,25 +167,36 @@ class _Distiller:
         w = self.cfg.w_min + (self.cfg.w_max - self.cfg.w_min) * torch.rand(b, generator=g)
         return data["x"].to(self.acc.device), text, kw, w.to(self.acc.device), g
 
-    def _optimise(self, student: Stage, steps: int, loss_fn, tag: str) -> None:
+    def _optimise(self, student: Stage, steps: int, loss_fn, tag: str, seconds: float = math.inf) -> None:
+        """``steps`` optimiser steps, or as many as fit in ``seconds`` (counted from the speed of the
+        first steps, so that the round's rate schedule still anneals to its end)."""
         net = student.net.train().requires_grad_(True)
         optim = Optimiser(self.cfg, net, self.acc, steps)  # a fresh optimiser and schedule per round
         optim.prepare()
         t0, losses = time.time(), []
-        for step in range(steps):
+        start, probe = time.monotonic(), min(steps, 10)
+        step = 0
+        while step < optim.total:
             with self.acc.autocast():
                 loss = loss_fn(optim.model, step)
             if not optim.step(loss, step):
                 log.warning("%s step %d: non-finite loss, skipping the update", tag, step + 1)
             losses.append(float(loss.detach()))
-            if (step + 1) % self.cfg.log_every == 0 and self.acc.is_main_process:
+            step += 1
+            if step == probe and math.isfinite(seconds):
+                fit = int(seconds / ((time.monotonic() - start) / probe))
+                if fit < steps:
+                    optim.total = max(probe, fit)
+                    log.info("%s: %d of %d steps fit in the %.0f s of this round's time limit", tag, optim.total, steps, seconds)
+            if (step % self.cfg.log_every == 0 or step == optim.total) and self.acc.is_main_process and losses:
                 rec = {
                     "round": tag,
-                    "step": step + 1,
+                    "step": step,
+                    "of": optim.total,
                     "loss": float(np.mean(losses)),
                     "sec_per_step": (time.time() - t0) / len(losses),
                 }
-                log.info("%s step %d loss %.5f (%.2fs/step)", tag, step + 1, rec["loss"], rec["sec_per_step"])
+                log.info("%s step %d loss %.5f (%.2fs/step)", tag, step, rec["loss"], rec["sec_per_step"])
                 with open(self.out / "log.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 losses, t0 = [], time.time()
@@ -196,7 +219,7 @@ class _Distiller:
             pred = VDenoiser(model, self.schedule)(x_t, s, text=text, guidance=w, **kw)
             return _weighted_x_mse(pred, target, s)
 
-        self._optimise(student, self.cfg.guided_steps, loss_fn, "guided")
+        self._optimise(student, self.cfg.guided_steps, loss_fn, "guided", self.round_seconds())
         return student
 
     def _guided_batch(self, den, x_t, s, text, w, kw):
@@ -224,7 +247,7 @@ class _Distiller:
             pred = VDenoiser(model, self.schedule)(x_t, s, text=text, guidance=w, **kw)
             return _weighted_x_mse(pred, target, s)
 
-        self._optimise(student, self.cfg.steps_per_round, loss_fn, f"{n_student}-step")
+        self._optimise(student, self.cfg.steps_per_round, loss_fn, f"{n_student}-step", self.round_seconds())
         return student
 
     def save(self, student: Stage, steps: int) -> Path:
@@ -264,11 +287,13 @@ def distill(cfg: DistillConfig, encoder=None) -> list[Path]:
     else:
         current = d.guided()
         written.append(d.save(current, cfg.teacher_steps))
+    d.rounds_left -= 1
     for n in round_schedule(cfg.teacher_steps, cfg.target_steps):
         path = d.out / f"student_{n}step.safetensors"
         if path.exists():
             current = load_stage(path, device=d.acc.device)
-            continue
-        current = d.progressive(current, n)
-        written.append(d.save(current, n))
+        else:
+            current = d.progressive(current, n)
+            written.append(d.save(current, n))
+        d.rounds_left -= 1
     return written

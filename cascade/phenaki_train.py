@@ -17,6 +17,7 @@ the model file after every checkpoint, and sample pictures.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import time
@@ -35,11 +36,13 @@ from .text import load_text_encoder
 from .train import (
     Optimiser,
     RunConfig,
+    deadline,
     frame_skip_for,
     load_optimizer_tensors,
     optimizer_tensors,
     require_accelerate,
     setting,
+    step_batches,
     trim_log,
     update_ema,
 )
@@ -108,6 +111,19 @@ class PhenakiTrainConfig(RunConfig):
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
 
 
+def _clips_at(cfg: PhenakiTrainConfig, source, frame_skip: int, world: int, rank: int, step: int):
+    b = cfg.batch
+    index0 = (step * world + rank) * b
+    rng = np.random.default_rng([cfg.seed, step, 5])
+    frames = 1 if cfg.model == "cvivit" and rng.random() < cfg.image_fraction else cfg.frames
+    clips, caps = [], []
+    for i in range(b):
+        u8, cap = source.clip(index0 + i, frames=frames, size=cfg.size, frame_step=frame_skip)
+        clips.append(frames_to_video(u8))
+        caps.append(cap)
+    return torch.stack(clips), caps
+
+
 class PhenakiTrainer:
     def __init__(self, cfg: PhenakiTrainConfig, *, accelerator=None, encoder=None):
         Accelerator = require_accelerate()
@@ -129,7 +145,7 @@ class PhenakiTrainer:
             if tc.image_size != cfg.size:
                 raise ValueError(f"The tokenizer {cfg.tokenizer} takes {tc.image_size} px frames; --size is {cfg.size}.")
             tc.steps(cfg.frames)
-            self.encoder = encoder or load_text_encoder(cfg.text_encoder, device="cpu")
+            self.encoder = encoder or load_text_encoder(cfg.text_encoder, device=self.acc.device)
             self.net = MaskGIT(
                 MaskGITConfig(
                     codebook_size=tc.codebook_size,
@@ -217,17 +233,13 @@ class PhenakiTrainer:
 
     def make_batch(self, step: int) -> tuple[torch.Tensor, list[str]]:
         """Clips ``(B, 3, T, H, W)`` and captions; a cvivit image step has ``T = 1``."""
-        cfg = self.cfg
-        world, rank, b = self.acc.num_processes, self.acc.process_index, cfg.batch
-        index0 = (step * world + rank) * b
-        rng = np.random.default_rng([cfg.seed, step, 5])
-        frames = 1 if cfg.model == "cvivit" and rng.random() < cfg.image_fraction else cfg.frames
-        clips, caps = [], []
-        for i in range(b):
-            u8, cap = self.source.clip(index0 + i, frames=frames, size=cfg.size, frame_step=self.frame_skip)
-            clips.append(frames_to_video(u8))
-            caps.append(cap)
-        return torch.stack(clips), caps
+        return self._batch_maker()(step)
+
+    def _batch_maker(self):
+        """``step -> batch`` without the trainer (what data worker processes run)."""
+        return functools.partial(
+            _clips_at, self.cfg, self.source, self.frame_skip, self.acc.num_processes, self.acc.process_index
+        )
 
     def loss(self, x: torch.Tensor, captions: list[str], step: int) -> tuple[torch.Tensor, dict]:
         dev = self.acc.device
@@ -249,9 +261,10 @@ class PhenakiTrainer:
         text = self.encoder.encode(captions).to(dev)
         return masking_loss(self.model, ids, text, generator=g, given=given)
 
-    def train_step(self) -> dict:
+    def train_step(self, batch: tuple | None = None) -> dict:
+        """One optimisation step on ``batch`` (default: this step's batch, built here)."""
         torch.manual_seed(self._generator(self.step, 1).initial_seed())
-        x, caps = self.make_batch(self.step)
+        x, caps = self.make_batch(self.step) if batch is None else batch
         self.model.train()
         loss, stats = self.loss(x, caps, self.step)
         if self.optim.step(loss, self.step):
@@ -273,17 +286,26 @@ class PhenakiTrainer:
             trim_log(self.out / "log.jsonl", self.step)
         logf = open(self.out / "log.jsonl", "a") if self.acc.is_main_process else None  # noqa: SIM115 (closed below)
         t0, recs, last = time.time(), [], {}
+        stop_at = deadline(cfg.time_limit)
+        batches = step_batches(self._batch_maker(), self.step, target, cfg.data_workers)
         try:
             while self.step < target:
-                recs.append(self.train_step())
-                if self.step % cfg.log_every == 0 or self.step == target:
+                recs.append(self.train_step(next(batches)))
+                out_of_time = time.monotonic() >= stop_at
+                if out_of_time or self.step % cfg.log_every == 0 or self.step == target:
                     last = self._log(logf, recs, time.time() - t0)
                     recs, t0 = [], time.time()
+                if out_of_time:
+                    log.info(
+                        "time limit of %g min reached at step %d of %d: saving and stopping", cfg.time_limit, self.step, target
+                    )
+                    break
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save()
                 if cfg.sample_every and self.step % cfg.sample_every == 0 and self.acc.is_main_process:
                     self.write_samples()
         finally:
+            del batches  # ends the data workers
             if logf:
                 logf.close()
         self.save()

@@ -16,6 +16,7 @@ single-process or under ``accelerate launch`` / ``torchrun`` (DDP; gloo on CPUs)
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import math
@@ -78,10 +79,20 @@ class RunConfig:
     mixed_precision: str = setting("no", "accelerate mixed precision", choices=("no", "fp16", "bf16"))
     text_encoder: str = setting("minilm", "'minilm' (default), a HF folder or a T5 .safetensors (with a tokenizer next to it)")
     log_every: int = setting(20, "steps between log lines")
+    time_limit: float = setting(
+        0.0,
+        "minutes after which the run saves and stops, wherever it is (0: no limit); distillation shares them out "
+        "over its rounds, each annealed to its end",
+    )
+    data_workers: int = setting(0, "processes that build the batches ahead of the training step (0: the training process)")
 
     def check_run(self) -> None:
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1; received batch={self.batch}.")
+        if not (self.time_limit >= 0 and math.isfinite(self.time_limit)) or self.data_workers < 0:
+            raise ValueError(
+                f"Need time_limit >= 0 (minutes; 0: none) and data_workers >= 0; received {self.time_limit}, {self.data_workers}."
+            )
         if not 0 <= self.image_fraction < 1:
             raise ValueError("image_fraction must be in [0, 1).")
         if self.lr_decay not in ("constant", "cosine", "linear"):
@@ -209,6 +220,10 @@ def build_batch(cfg: TrainConfig, source, index0: int, batch: int, image_source=
     return {"x": x, "video_mask": torch.tensor(vmask), "captions": captions, **role.training_inputs(cfg, x, rng)}
 
 
+def _batch_at(cfg: TrainConfig, source, image_source, world: int, rank: int, step: int) -> dict:
+    return build_batch(cfg, source, (step * world + rank) * cfg.batch, cfg.batch, image_source)
+
+
 def flatten_captions(captions: list) -> list[str]:
     """Batch captions -> one caption per text row: packed-image items carry a list (one caption per
     frame), so when any item does, every video item's caption is repeated per frame (B*T rows)."""
@@ -216,6 +231,39 @@ def flatten_captions(captions: list) -> list[str]:
         return list(captions)
     t = len(next(c for c in captions if isinstance(c, list)))
     return [p for c in captions for p in (c if isinstance(c, list) else [c] * t)]
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Batch ``start + i`` of a deterministic step -> batch function (for worker processes)."""
+
+    def __init__(self, make, start: int, stop: int):
+        self.make, self.start, self.stop = make, start, stop
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, i: int):
+        return self.make(self.start + i)
+
+
+def step_batches(make, start: int, stop: int, workers: int = 0):
+    """The batches ``make(step)`` of steps ``start .. stop - 1`` in order: built in this process, or
+    ahead of the training step by ``workers`` processes. A batch depends only on its step, so both
+    give the same batches (and a resumed run the ones it would have had)."""
+    if not workers:
+        return (make(i) for i in range(start, stop))
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    loader = torch.utils.data.DataLoader(
+        _StepBatches(make, start, stop), batch_size=None, num_workers=workers, prefetch_factor=4, multiprocessing_context=ctx
+    )
+    return iter(loader)
+
+
+def deadline(minutes: float) -> float:
+    """``time.monotonic()`` at which a run of ``minutes`` stops (``inf`` for 0: no limit)."""
+    return time.monotonic() + minutes * 60 if minutes else math.inf
 
 
 def conditioning_for(stage: StageConfig, batch: dict, aug_logsnr: torch.Tensor, generator: torch.Generator) -> dict:
@@ -326,7 +374,7 @@ class Trainer:
         self.cfg = cfg
         self.acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
         self.out = Path(cfg.out)
-        self.encoder = encoder or load_text_encoder(cfg.text_encoder, device="cpu")
+        self.encoder = encoder or load_text_encoder(cfg.text_encoder, device=self.acc.device)
         s = cfg.stage
         if s.text_dim and self.encoder.width != s.text_dim:
             raise ValueError(
@@ -449,8 +497,12 @@ class Trainer:
         return self.encoder.encode(flatten_captions(captions))
 
     def make_batch(self, step: int) -> dict:
-        world, rank, b = self.acc.num_processes, self.acc.process_index, self.cfg.batch
-        return build_batch(self.cfg, self.source, (step * world + rank) * b, b, self.image_source)
+        return self._batch_maker()(step)
+
+    def _batch_maker(self):
+        """``step -> batch`` without the trainer (what data worker processes run)."""
+        world, rank = self.acc.num_processes, self.acc.process_index
+        return functools.partial(_batch_at, self.cfg, self.source, self.image_source, world, rank)
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg, s, dev = self.cfg, self.cfg.stage, self.acc.device
@@ -482,10 +534,11 @@ class Trainer:
             )
         return per_sample, logsnr
 
-    def train_step(self) -> float:
+    def train_step(self, batch: dict | None = None) -> float:
+        """One optimisation step on ``batch`` (default: this step's batch, built here)."""
         cfg = self.cfg
         torch.manual_seed(self._generator(self.step, 1).initial_seed())  # dropout etc.
-        batch = self.make_batch(self.step)
+        batch = self.make_batch(self.step) if batch is None else batch
         self.model.train()
         try:
             per_sample, logsnr = self.loss(batch, self.step)
@@ -525,12 +578,20 @@ class Trainer:
             self._trim_log()
         logf = open(self.out / "log.jsonl", "a") if self.acc.is_main_process else None  # noqa: SIM115 (closed below)
         t0, losses, last = time.time(), [], {}
+        stop_at = deadline(cfg.time_limit)
+        batches = step_batches(self._batch_maker(), self.step, target, cfg.data_workers)
         try:
             while self.step < target:
-                losses.append(self.train_step())
-                if self.step % cfg.log_every == 0 or self.step == target:
+                losses.append(self.train_step(next(batches)))
+                out_of_time = time.monotonic() >= stop_at
+                if out_of_time or self.step % cfg.log_every == 0 or self.step == target:
                     last = self._log(logf, losses, time.time() - t0)
                     losses, t0 = [], time.time()
+                if out_of_time:
+                    log.info(
+                        "time limit of %g min reached at step %d of %d: saving and stopping", cfg.time_limit, self.step, target
+                    )
+                    break
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save()
                 if cfg.sample_every and self.step % cfg.sample_every == 0 and self.acc.is_main_process:
@@ -538,6 +599,7 @@ class Trainer:
                 if cfg.binding_every and self.step % cfg.binding_every == 0 and self.acc.is_main_process:
                     self.log_binding(logf)
         finally:
+            del batches  # ends the data workers
             if logf:
                 logf.close()
             skipped = getattr(self.source, "skipped", None)

@@ -88,6 +88,27 @@ def test_distill_writes_students_that_record_what_they_were_distilled_for(tmp_pa
     assert distill(cfg) == []
 
 
+def test_a_time_limit_shortens_every_round_to_what_fits_and_anneals_it(tmp_path):
+    teacher = minilm_stage("tsr")
+    teacher.save(tmp_path / "teacher.safetensors")
+    cfg = DistillConfig(
+        teacher=str(tmp_path / "teacher.safetensors"),
+        out=str(tmp_path / "out"),
+        teacher_steps=4,
+        target_steps=1,
+        guided_steps=40,
+        steps_per_round=40,
+        batch=1,
+        log_every=100,
+        time_limit=1e-9,
+    )
+    paths = distill(cfg)
+    assert [p.name for p in paths] == [f"student_{n}step.safetensors" for n in (4, 2, 1)]
+    log = [json.loads(x) for x in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    # each round stopped after its 10 probing steps (nothing more fit), and logged its end
+    assert [(r["round"], r["step"], r["of"]) for r in log] == [("guided", 10, 10), ("2-step", 10, 10), ("1-step", 10, 10)]
+
+
 def test_distillation_clips_default_to_the_teachers_training_frame_rate(tmp_path):
     """Clips play at the teacher's frame rate: the shapes renderer's 8 fps reference rate over the
     stage's fps (the demo base at 4 fps sees every 2nd frame, the SR stages at 8 fps every frame)."""

@@ -79,3 +79,15 @@ def test_command_line(tmp_path, capsys):
         main([*args, "--steps", "2", "--out", str(out), "--schedule-shift", "-2"])
     with pytest.raises(SystemExit, match="--tokenizer: settings of the Phenaki models"):
         main(["train", "--stage", "tsr", "--tokenizer", "x", "--out", str(tmp_path / "t")])
+
+
+def test_data_workers_and_time_limit(tmp_path):
+    here, ahead = tmp_path / "here", tmp_path / "ahead"
+    PhenakiTrainer(PhenakiTrainConfig(model="cvivit", out=str(here), steps=3, **SMALL)).run()
+    PhenakiTrainer(PhenakiTrainConfig(model="cvivit", out=str(ahead), steps=3, data_workers=2, **SMALL)).run()
+    a, _ = load_tokenizer(here / "tokenizer.safetensors")
+    b, _ = load_tokenizer(ahead / "tokenizer.safetensors")
+    assert all(torch.equal(va, vb) for va, vb in zip(a.state_dict().values(), b.state_dict().values()))
+    limited = PhenakiTrainer(PhenakiTrainConfig(model="cvivit", out=str(tmp_path / "t"), steps=50, time_limit=1e-9, **SMALL))
+    assert limited.run()["step"] == 1 and limited.step == 1
+    assert PhenakiTrainer(PhenakiTrainConfig(model="cvivit", out=str(tmp_path / "t"), steps=50, **SMALL)).step == 1

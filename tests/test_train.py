@@ -396,3 +396,34 @@ def test_base_training_logs_the_text_binding_diagnostic(tmp_path):
     assert all(np.isfinite(v["mean"]) and v["se"] >= 0 for v in band.values())
     with pytest.raises(ValueError, match="binding_every"):
         train_cfg(tmp_path, role="ssr", stage=stage_cfg("ssr"), binding_every=2)
+
+
+def test_data_workers_give_the_same_run_as_batches_built_in_process(tmp_path):
+    enc = TinyEncoder()
+    here = Trainer(train_cfg(tmp_path / "a", checkpoint_every=0), encoder=enc)
+    here.run(steps=4)
+    ahead = Trainer(train_cfg(tmp_path / "b", checkpoint_every=0, data_workers=2), encoder=enc)
+    ahead.run(steps=4)
+    a = here.acc.unwrap_model(here.model).state_dict()
+    b = ahead.acc.unwrap_model(ahead.model).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_time_limit_saves_and_stops_then_a_resumed_run_goes_on(tmp_path):
+    enc = TinyEncoder()
+    cfg = train_cfg(tmp_path, steps=50, checkpoint_every=0, log_every=100, time_limit=1e-9)
+    last = Trainer(cfg, encoder=enc).run()
+    assert last["step"] == 1  # the first step ran past the limit: logged, saved, stopped
+    meta = json.loads(json.dumps(read_state_meta(tmp_path / "base" / "state.safetensors")))
+    assert meta["step"] == "1" and (tmp_path / "base" / "stage.safetensors").exists()
+    resumed = Trainer(replace(cfg, time_limit=0.0, steps=3), encoder=enc)
+    assert resumed.step == 1
+    assert resumed.run()["step"] == 3
+    with pytest.raises(ValueError, match="time_limit"):
+        train_cfg(tmp_path, time_limit=-1.0)
+
+
+def read_state_meta(path):
+    from cascade.checkpoint import check_safetensors_file
+
+    return check_safetensors_file(path)["__metadata__"]
