@@ -160,7 +160,7 @@ class _Evaluator:
         self.root = Path(cfg.models)
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.files = DEMO_FILES
+        self.files = dict(DEMO_FILES)  # plus the SR students found next to them (distilled part)
         self.stages: dict[str, Stage] = {}
         self.encoder = None
         self.results: dict = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
@@ -495,21 +495,35 @@ class _Evaluator:
         if teacher is not None and student is not None:
             res.update(self._distilled_base(teacher, student))
         for role in ("tsr", "ssr"):
-            st = self.stage(f"{role}_distilled")
-            if st is None or self.stage(role) is None:
+            students = self._sr_students(role)
+            if not students or self.stage(role) is None:
                 continue
             run = self._tsr if role == "tsr" else self._ssr
             t_opts = DEFAULT_OPTIONS[role]
             t_res, t_out = run(role, t_opts)
-            s_res, s_out = run(f"{role}_distilled", FAST_OPTIONS[role])
             nfe = (2 if t_opts.guidance.w else 1) * t_opts.steps
             res[f"{role} teacher"] = {**t_res, "steps": t_opts.steps, "guidance": t_opts.guidance.w, "nfe_per_video": nfe}
-            res[f"{role} student 8-step"] = {
-                **s_res,
-                "nfe_per_video": FAST_OPTIONS[role].steps,  # one evaluation per step
-                "paired_psnr_vs_teacher": psnr((s_out + 1) / 2, (t_out + 1) / 2),
-            }
+            for n, key in students.items():
+                s_res, s_out = run(key, replace(FAST_OPTIONS[role], steps=n))
+                res[f"{role} student {n}-step"] = {
+                    **s_res,
+                    "nfe_per_video": n,  # one evaluation per step
+                    "paired_psnr_vs_teacher": psnr((s_out + 1) / 2, (t_out + 1) / 2),
+                }
         return res
+
+    def _sr_students(self, role: str) -> dict[int, str]:
+        """``{steps: stage key}`` of the SR role's students: the demo's student file and every
+        ``<teacher>_distilled_<n>step.safetensors`` beside it (most steps first)."""
+        found = {}
+        stem = Path(self.files[role]).stem
+        for path in sorted(self.root.glob(f"{stem}_distilled_*step.safetensors")):
+            key = f"{role}_distilled" if path.name == self.files[f"{role}_distilled"] else f"{role}_student_{path.stem}"
+            self.files[key] = path.name
+            st = self.stage(key)
+            if st is not None and st.config.is_distilled:
+                found[st.config.distillation.steps[0]] = key
+        return dict(sorted(found.items(), reverse=True))
 
     def _distilled_base(self, teacher: Stage, student: Stage) -> dict:
         res: dict = {}

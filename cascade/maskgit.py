@@ -151,13 +151,14 @@ def masking_loss(
     n_free = free.sum(1)
     if bool((n_free == 0).any()):
         raise ValueError("Every item needs at least one token that is not given.")
-    r = torch.rand(b, generator=generator, device=dev)
+    gdev = generator.device if generator is not None else dev  # drawn where the generator lives, then moved
+    r = torch.rand(b, generator=generator, device=gdev).to(dev)
     n_mask = torch.maximum(torch.ceil(mask_schedule(r).to(dev) * n_free).long(), torch.ones_like(n_free))
-    scores = torch.rand(b, n, generator=generator, device=dev).masked_fill(~free, 2.0)  # given: never picked
+    scores = torch.rand(b, n, generator=generator, device=gdev).to(dev).masked_fill(~free, 2.0)  # given: never picked
     rank = scores.argsort(dim=1).argsort(dim=1)
     masked = rank < n_mask[:, None]
     inp = flat.masked_fill(masked, model.config.mask_id).reshape(ids.shape)
-    keep = torch.rand(b, generator=generator, device=dev) >= model.config.text_dropout
+    keep = torch.rand(b, generator=generator, device=gdev).to(dev) >= model.config.text_dropout
     logits = model(inp, _drop_text(text, keep) if model.training else text).reshape(b, n, -1)
     loss = F.cross_entropy(logits[masked], flat[masked])
     acc = (logits[masked].argmax(-1) == flat[masked]).float().mean()

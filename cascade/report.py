@@ -110,15 +110,23 @@ def report(r: dict) -> str:
                 )
             lines.append("")
         for role in ("ssr", "tsr"):
-            if f"{role} student 8-step" in d:
-                s, t = d[f"{role} student 8-step"], d[f"{role} teacher"]
-                key = "psnr" if role == "ssr" else "psnr_inserted"
-                lines.append(
-                    f"- {role.upper()}: 8-step student {s[key]:.2f} dB vs ground truth with {s['nfe_per_video']} evaluations per video; "
-                    f"teacher ({t['steps']} steps, w={t.get('guidance', 1):g}) {t[key]:.2f} dB with {t['nfe_per_video']}; "
-                    "paired PSNR student vs teacher "
-                    f"{s['paired_psnr_vs_teacher']:.2f} dB."
-                )
+            if f"{role} teacher" not in d:
+                continue
+            t = d[f"{role} teacher"]
+            key = "psnr" if role == "ssr" else "psnr_inserted"
+            lines += [
+                f"| {role.upper()} | steps | evaluations / video | PSNR vs ground truth | vs teacher | paired PSNR vs teacher |",
+                "|---|---|---|---|---|---|",
+                f"| teacher (w={t.get('guidance', 1):g}) | {t['steps']} | {t['nfe_per_video']} | {t[key]:.2f} dB | - | - |",
+            ]
+            for k, s in d.items():
+                if k.startswith(f"{role} student "):
+                    n = k.split()[-1]
+                    lines.append(
+                        f"| student | {n.removesuffix('-step')} | {s['nfe_per_video']} | {s[key]:.2f} dB | {s[key] - t[key]:+.2f} dB | "
+                        f"{s['paired_psnr_vs_teacher']:.2f} dB |"
+                    )
+            lines.append("")
         lines.append("")
     lines.append(f"Total evaluation time: {r.get('seconds', 0) / 60:.1f} min.")
     return "\n".join(lines) + "\n"

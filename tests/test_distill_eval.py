@@ -201,6 +201,11 @@ def demo_dir(tmp_path_factory):
         Stage(st.config.replace(distillation=DistillationInfo(steps=(8,), w_max=8.0)), st.net).save(
             d / DEMO_FILES[role + "_distilled"]
         )
+    # a faster TSR student beside the demo's (the evaluation finds it by its name)
+    st = guided_student_from(minilm_stage("tsr"))
+    Stage(st.config.replace(distillation=DistillationInfo(steps=(2,), w_max=8.0)), st.net).save(
+        d / DEMO_FILES["tsr"].replace(".safetensors", "_distilled_2step.safetensors")
+    )
     return d
 
 
@@ -214,9 +219,12 @@ def test_evaluate_writes_results_and_report(tmp_path, demo_dir):
     # the students' teachers are the parts at their default settings (same clips and seeds)
     assert r["distilled"]["ssr teacher"]["psnr"] == r["ssr"]["psnr"]
     assert r["distilled"]["tsr teacher"]["psnr_inserted"] == r["tsr"]["psnr_inserted"]
+    assert [k for k in r["distilled"] if k.startswith("tsr student")] == ["tsr student 8-step", "tsr student 2-step"]
+    assert r["distilled"]["tsr student 2-step"]["nfe_per_video"] == 2
     assert r["distilled"]["base teacher"]["seen"] == {k: v for k, v in r["base"]["w=4"]["seen"].items() if k != "seconds"}
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "Base prompt adherence" in report and "SSR x2" in report and "Distilled students" in report
+    assert "| student | 2 | 2 |" in report
     assert (tmp_path / "eval" / "base_seen.png").exists()
 
 
