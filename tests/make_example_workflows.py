@@ -21,6 +21,7 @@ BASE_D = "demo_base_16f_32px_distilled_8step.safetensors"
 TSR_D = "demo_tsr_x2_32px_distilled_8step.safetensors"
 SSR_D = "demo_ssr_x2_64px_distilled_8step.safetensors"
 PROMPT = "a red circle moving right quickly"
+CVIVIT, MASKGIT = "demo_cvivit_17f_32px.safetensors", "demo_maskgit_17f_32px.safetensors"
 
 
 class Graph:
@@ -396,6 +397,75 @@ def core_sampling(schemas):
     return g
 
 
+def phenaki_loader(g, pos):
+    return g.add("ImagenVideoPhenakiLoader", pos, {"tokenizer": CVIVIT, "transformer": MASKGIT}, size=(320, 130))
+
+
+def phenaki_base(schemas):
+    g = Graph(schemas)
+    txt = text_nodes(g)
+    ph = phenaki_loader(g, (0, 380))
+    base = g.add("ImagenVideoPhenakiSampler", (380, 0), {"seed": 42}, {"phenaki": (ph, 0), "positive": (txt, 0)}, size=(320, 420))
+    save_video(g, (base, 0), (base, 1), (740, 0), "imagen_video/phenaki_base")
+    g.note(
+        "Phenaki as the base: the MaskGIT transformer fills the C-ViViT token grid of 17 frames (32x32, 4 fps) from the text "
+        "in a few confidence-ordered steps, and the causal tokenizer decodes it. Its IMAGE + fps output goes to any video node.",
+        (0, 560),
+    )
+    return g
+
+
+def phenaki_cascade(schemas):
+    g = Graph(schemas)
+    txt = text_nodes(g)
+    ph = phenaki_loader(g, (0, 380))
+    base = g.add("ImagenVideoPhenakiSampler", (380, 0), {"seed": 42}, {"phenaki": (ph, 0), "positive": (txt, 0)}, size=(320, 420))
+    lt = g.add("ImagenVideoModelLoader", (0, 560), {"model_name": TSR})
+    tsr = g.add(
+        "ImagenVideoTemporalSR",
+        (740, 0),
+        {"seed": 43},
+        {"model": (lt, 0), "images": (base, 0), "fps": (base, 1), "positive": (txt, 0)},
+        size=(320, 420),
+    )
+    ls = g.add("ImagenVideoModelLoader", (0, 720), {"model_name": SSR})
+    ssr = g.add(
+        "ImagenVideoSpatialSR",
+        (1100, 0),
+        {"seed": 44},
+        {"model": (ls, 0), "images": (tsr, 0), "positive": (txt, 0)},
+        size=(320, 380),
+    )
+    save_video(g, (ssr, 0), (tsr, 1), (1460, 0), "imagen_video/phenaki_cascade")
+    g.note(
+        "Phenaki base -> Imagen Video TSR x2 -> SSR x2: the SR stages take the Phenaki frames like any other video "
+        "(17 frames 32x32 at 4 fps -> 33 frames 64x64 at 8 fps).",
+        (0, 880),
+    )
+    return g
+
+
+def phenaki_story(schemas):
+    g = Graph(schemas)
+    enc = g.add("ImagenVideoTextEncoderLoader", (0, 0), {"encoder": "all-MiniLM-L6-v2 (embedded)"}, size=(320, 130))
+    ph = phenaki_loader(g, (0, 170))
+    st = g.add(
+        "ImagenVideoPhenakiStory",
+        (380, 0),
+        {"story": SHAPES_STORY, "seed": 7},
+        {"phenaki": (ph, 0), "text_encoder": (enc, 0)},
+        size=(420, 520),
+    )
+    save_video(g, (st, 0), (st, 1), (840, 0), "imagen_video/phenaki_story")
+    g.note(
+        "Phenaki's own story mode: the first clip comes from the first line; each next line re-encodes the last frames with "
+        "the causal tokenizer, keeps their tokens and fills the rest from the new prompt, so memory does not grow with the story.",
+        (0, 340),
+        size=(360, 200),
+    )
+    return g
+
+
 WORKFLOWS = {
     "imagen_video_cascade": cascade,
     "imagen_video_paper_7_stages": paper_7_stage,
@@ -406,6 +476,9 @@ WORKFLOWS = {
     "imagen_video_story_motorcycle": story_motorcycle,
     "imagen_video_extend_video": extend_video,
     "imagen_video_core_sampling": core_sampling,
+    "imagen_video_phenaki_base": phenaki_base,
+    "imagen_video_phenaki_cascade": phenaki_cascade,
+    "imagen_video_phenaki_story": phenaki_story,
 }
 
 

@@ -45,6 +45,9 @@ EXPECTED = {
     "imagen_video_story_motorcycle": (76, 64, 64, 8.0),  # 19 sentences; run at 0.5 s per scene here
     "imagen_video_extend_video": (56, 64, 64, 8.0),  # 16 + 12 base frames, TSR x2
     "imagen_video_core_sampling": (32, 64, 64, 8.0),
+    "imagen_video_phenaki_base": (17, 32, 32, 4.0),
+    "imagen_video_phenaki_cascade": (34, 64, 64, 8.0),  # 17 Phenaki frames, TSR x2
+    "imagen_video_phenaki_story": (80, 32, 32, 4.0),  # 5 scenes x 4 s x 4 fps
 }
 
 
