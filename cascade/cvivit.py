@@ -12,7 +12,9 @@ causal in time, with a discrete bottleneck.
   projection is bounded with ``tanh`` and rounded per channel to one of ``L_i`` levels (odd
   ``L_i``), with straight-through gradients; the code index is the mixed-radix number of the
   levels. No codebook, so no codebook or commitment loss and no dead codes; the loss is the
-  reconstruction alone. (Phenaki itself used a ViT-VQGAN codebook.)
+  reconstruction alone. Phenaki itself used a ViT-VQGAN codebook: ``quantiser="vq"`` is that
+  (l2-normalised codes looked up by cosine similarity, codebook and commitment losses), so the
+  two can be compared (``benchmarks/quantiser.py``).
 * Decoder: the mirror (temporal transformer, causal, then spatial transformer), and linear
   projections back to pixels, the first frame with its own.
 
@@ -33,7 +35,7 @@ from torch import nn
 
 from .layers import FeedForward, LayerNorm32, attention, relative_position_buckets, zero_init
 
-__all__ = ["CViViT", "CViViTConfig", "FSQ", "reconstruction_loss"]
+__all__ = ["CViViT", "CViViTConfig", "FSQ", "VQ", "reconstruction_loss"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ class CViViTConfig:
     fsq_levels: tuple[int, ...] = (7, 5, 5, 5)  # 875 codes
     rel_pos_buckets: int = 32
     rel_pos_max_distance: int = 64
+    quantiser: str = "fsq"  # "fsq" (levels above) or "vq" (a learned codebook, Phenaki's ViT-VQGAN kind)
+    vq_codes: int = 1024  # vq: codebook entries
+    vq_dim: int = 8  # vq: code dimension (l2-normalised)
+    vq_beta: float = 0.25  # vq: commitment weight
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fsq_levels", tuple(int(v) for v in self.fsq_levels))
@@ -65,6 +71,10 @@ class CViViTConfig:
             raise ValueError("CViViTConfig: spatial_depth and temporal_depth must be >= 1.")
         if not self.fsq_levels or any(v < 3 or v % 2 == 0 for v in self.fsq_levels):
             raise ValueError(f"CViViTConfig: fsq_levels must be odd numbers >= 3; received {self.fsq_levels}.")
+        if self.quantiser not in ("fsq", "vq"):
+            raise ValueError(f"CViViTConfig: quantiser must be 'fsq' or 'vq'; received {self.quantiser!r}.")
+        if self.vq_codes < 2 or self.vq_dim < 1 or self.vq_beta < 0:
+            raise ValueError("CViViTConfig: need vq_codes >= 2, vq_dim >= 1 and vq_beta >= 0.")
 
     @property
     def grid(self) -> int:
@@ -73,7 +83,12 @@ class CViViTConfig:
 
     @property
     def codebook_size(self) -> int:
-        return math.prod(self.fsq_levels)
+        return math.prod(self.fsq_levels) if self.quantiser == "fsq" else self.vq_codes
+
+    @property
+    def code_dim(self) -> int:
+        """Channels of a token's code (the quantiser's input)."""
+        return len(self.fsq_levels) if self.quantiser == "fsq" else self.vq_dim
 
     def steps(self, frames: int) -> int:
         """Token steps of a ``frames``-frame video (which must be ``1 + n * temporal_patch``)."""
@@ -94,6 +109,9 @@ class CViViTConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["fsq_levels"] = list(self.fsq_levels)
+        if self.quantiser == "fsq":  # an FSQ tokenizer's configuration (and so its id) as before VQ existed
+            for k in ("quantiser", "vq_codes", "vq_dim", "vq_beta"):
+                d.pop(k)
         return d
 
     @classmethod
@@ -135,6 +153,34 @@ class FSQ(nn.Module):
             raise ValueError(f"Token indices must be in [0, {int(self.levels.prod())}).")
         digits = (indices.long()[..., None] // self.radix) % self.levels
         return (digits - self.half_width).float() / self.half_width.float()
+
+
+class VQ(nn.Module):
+    """A learned codebook as in ViT-VQGAN: latents and codes are l2-normalised and a latent takes
+    its most similar code; straight-through gradients, with the codebook loss (codes move to the
+    latents) and ``beta`` times the commitment loss (latents stay near their codes) kept in
+    :attr:`loss` after each forward pass."""
+
+    def __init__(self, codes: int, dim: int, beta: float = 0.25):
+        super().__init__()
+        self.codebook = nn.Embedding(codes, dim)
+        nn.init.normal_(self.codebook.weight)
+        self.beta = beta
+        self.loss = torch.zeros(())
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        zn = F.normalize(z.float(), dim=-1)
+        cb = F.normalize(self.codebook.weight.float(), dim=-1)
+        idx = (zn @ cb.t()).argmax(-1)
+        q = cb[idx]
+        self.loss = F.mse_loss(q, zn.detach()) + self.beta * F.mse_loss(zn, q.detach())
+        return (zn + (q - zn).detach()).to(z.dtype), idx
+
+    def codes(self, indices: torch.Tensor) -> torch.Tensor:
+        n = self.codebook.num_embeddings
+        if (indices < 0).any() or (indices >= n).any():
+            raise ValueError(f"Token indices must be in [0, {n}).")
+        return F.normalize(self.codebook.weight.float(), dim=-1)[indices.long()]
 
 
 class _Block(nn.Module):
@@ -184,9 +230,9 @@ class CViViT(nn.Module):
         self.enc_spatial = nn.ModuleList(_Block(d, cfg.head_dim, cfg.ff_mult) for _ in range(cfg.spatial_depth))
         self.enc_temporal = nn.ModuleList(_Block(d, cfg.head_dim, cfg.ff_mult, rel) for _ in range(cfg.temporal_depth))
         self.enc_norm = LayerNorm32(d)
-        self.to_code = nn.Linear(d, len(cfg.fsq_levels))
-        self.fsq = FSQ(cfg.fsq_levels)
-        self.from_code = nn.Linear(len(cfg.fsq_levels), d)
+        self.to_code = nn.Linear(d, cfg.code_dim)
+        self.quantiser = FSQ(cfg.fsq_levels) if cfg.quantiser == "fsq" else VQ(cfg.vq_codes, cfg.vq_dim, cfg.vq_beta)
+        self.from_code = nn.Linear(cfg.code_dim, d)
         self.dec_pos = nn.Parameter(torch.randn(n_pos, d) * 0.02)
         self.dec_temporal = nn.ModuleList(_Block(d, cfg.head_dim, cfg.ff_mult, rel) for _ in range(cfg.temporal_depth))
         self.dec_spatial = nn.ModuleList(_Block(d, cfg.head_dim, cfg.ff_mult) for _ in range(cfg.spatial_depth))
@@ -252,7 +298,7 @@ class CViViT(nn.Module):
     # -- public ---------------------------------------------------------------------------------
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """Continuous pre-quantisation latents ``(B, S, g, g, len(fsq_levels))``."""
+        """Continuous pre-quantisation latents ``(B, S, g, g, code_dim)``."""
         tok = self.patchify(video) + self.enc_pos
         tok = self._temporal(self.enc_temporal, self._spatial(self.enc_spatial, tok))
         z = self.to_code(self.enc_norm(tok))
@@ -260,11 +306,16 @@ class CViViT(nn.Module):
         return z.reshape(z.shape[0], z.shape[1], g, g, -1)
 
     def quantise(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Latents -> (grid points in [-1, 1], code indices ``(B, S, g, g)``)."""
-        return self.fsq(z)
+        """Latents -> (codes: FSQ grid points in [-1, 1] or VQ codebook entries, code indices ``(B, S, g, g)``)."""
+        return self.quantiser(z)
+
+    @property
+    def quantiser_loss(self) -> torch.Tensor:
+        """The VQ codebook + commitment loss of the last forward pass (0 for FSQ)."""
+        return getattr(self.quantiser, "loss", torch.zeros(()))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Grid points ``(B, S, g, g, len(fsq_levels))`` -> video ``(B, C, T, H, W)``."""
+        """Codes ``(B, S, g, g, code_dim)`` -> video ``(B, C, T, H, W)``."""
         b, s, g = codes.shape[0], codes.shape[1], self.config.grid
         tok = self.from_code(codes.reshape(b, s, g * g, -1).to(self.from_code.weight.dtype)) + self.dec_pos
         tok = self._spatial(self.dec_spatial, self._temporal(self.dec_temporal, tok))
@@ -281,7 +332,7 @@ class CViViT(nn.Module):
         g = self.config.grid
         if indices.ndim != 4 or tuple(indices.shape[-2:]) != (g, g):
             raise ValueError(f"Token indices must be (B, S, {g}, {g}); received {tuple(indices.shape)}.")
-        return self.decode(self.fsq.codes(indices).to(self.from_code.weight.device))
+        return self.decode(self.quantiser.codes(indices).to(self.from_code.weight.device))
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(reconstruction, indices)``; the reconstruction carries straight-through gradients."""
@@ -290,10 +341,17 @@ class CViViT(nn.Module):
 
     def loss(self, video: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Training loss: :func:`reconstruction_loss` of the forward pass."""
-        return reconstruction_loss(*self(video), video)
+        recon, idx = self(video)
+        return reconstruction_loss(recon, idx, video, self.quantiser_loss)
 
 
-def reconstruction_loss(recon: torch.Tensor, indices: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """The reconstruction's MSE (FSQ needs no codebook or commitment term) and the codes used."""
+def reconstruction_loss(
+    recon: torch.Tensor, indices: torch.Tensor, video: torch.Tensor, quantiser_loss: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict]:
+    """The reconstruction's MSE plus the quantiser's own loss (VQ's codebook and commitment terms;
+    FSQ has none), and the codes used."""
     mse = F.mse_loss(recon, video.float())
-    return mse, {"mse": float(mse.detach()), "codes_used": int(indices.unique().numel())}
+    stats = {"mse": float(mse.detach()), "codes_used": int(indices.unique().numel())}
+    if quantiser_loss is None or not quantiser_loss.requires_grad:
+        return mse, stats
+    return mse + quantiser_loss, {**stats, "vq_loss": float(quantiser_loss.detach())}

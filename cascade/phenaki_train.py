@@ -74,6 +74,10 @@ class PhenakiTrainConfig(RunConfig):
     patch_size: int = setting(4, "cvivit: patch side")
     temporal_patch: int = setting(2, "cvivit: frames per tubelet")
     fsq_levels: str = setting("7,5,5,5", "cvivit: FSQ levels per latent channel (odd), comma-separated")
+    quantiser: str = setting(
+        "fsq", "cvivit: fsq (finite scalar levels) or vq (a learned codebook, Phenaki's)", choices=("fsq", "vq")
+    )
+    vq_codes: int = setting(1024, "cvivit with --quantiser vq: codebook entries")
 
     def __post_init__(self) -> None:
         self.check_run()
@@ -100,6 +104,8 @@ class PhenakiTrainConfig(RunConfig):
             spatial_depth=d,
             temporal_depth=d,
             fsq_levels=tuple(int(v) for v in str(self.fsq_levels).split(",")),
+            quantiser=self.quantiser,
+            vq_codes=self.vq_codes,
         )
 
     def to_json(self) -> str:
@@ -246,7 +252,7 @@ class PhenakiTrainer:
         x = x.to(dev)
         if self.cfg.model == "cvivit":
             recon, idx = self.model(x)
-            mse, stats = reconstruction_loss(recon, idx, x)
+            mse, stats = reconstruction_loss(recon, idx, x, self.acc.unwrap_model(self.model).quantiser_loss)
             return mse, {**stats, "frames": int(x.shape[2])}
         g = self._generator(step)
         with torch.no_grad():

@@ -103,3 +103,33 @@ def test_it_learns_to_reconstruct():
         loss.backward()
         opt.step()
     assert stats["mse"] < 0.2 * first
+
+
+def test_vq_quantiser_trains_tokenizes_and_is_causal_like_fsq():
+    from cascade.cvivit import CViViT, CViViTConfig, reconstruction_loss
+
+    cfg = CViViTConfig(image_size=16, patch_size=4, dim=32, spatial_depth=1, temporal_depth=1, quantiser="vq", vq_codes=16, vq_dim=4)
+    assert cfg.codebook_size == 16 and cfg.code_dim == 4 and cfg.to_dict()["quantiser"] == "vq"
+    torch.manual_seed(0)
+    net = CViViT(cfg)
+    video = torch.rand(2, 3, 5, 16, 16) * 2 - 1
+    recon, idx = net(video)
+    loss, stats = reconstruction_loss(recon, idx, video, net.quantiser_loss)
+    assert stats["vq_loss"] > 0 and loss > stats["mse"]  # the codebook and commitment terms are in the loss
+    loss.backward()
+    assert net.quantiser.codebook.weight.grad.abs().sum() > 0 and net.to_code.weight.grad.abs().sum() > 0
+    ids = net.tokenize(video)
+    assert ids.shape == (2, 3, 4, 4) and int(ids.max()) < 16
+    assert net.detokenize(ids).shape == video.shape
+    later = video.clone()
+    later[:, :, 3:] = torch.rand_like(later[:, :, 3:])
+    assert torch.equal(net.tokenize(later)[:, :2], ids[:, :2])  # still causal
+    with pytest.raises(ValueError, match="quantiser"):
+        CViViTConfig(quantiser="lfq")
+
+
+def test_an_fsq_configuration_reads_as_before_vq_existed():
+    from cascade.cvivit import CViViTConfig
+
+    d = CViViTConfig().to_dict()
+    assert "quantiser" not in d and "vq_codes" not in d and CViViTConfig.from_dict(d) == CViViTConfig()
