@@ -2,7 +2,9 @@
 
 * ``docs/cascade_<n>.gif``: the full cascade (base -> TSR x2 -> SSR x2) for a few prompts;
 * ``docs/cascade_strip.png``: per prompt, every 4th frame of the base (top) and of the final video;
-* ``docs/fast_strip.png``: the same prompts through the 8-step distilled students.
+* ``docs/fast_strip.png``: the same prompts through the 8-step distilled students;
+* ``docs/phenaki_strip.png`` (``--phenaki``: only this one): every 2nd frame of the demo Phenaki's
+  17-frame clips for the same prompts, at its default settings.
 """
 
 from __future__ import annotations
@@ -43,9 +45,32 @@ def strip(frames: np.ndarray, every: int, size: int) -> np.ndarray:
     return row
 
 
+def phenaki_strip() -> None:
+    from PIL import Image
+
+    from cascade.demo import PHENAKI_DEMO_DIR, PHENAKI_DEMO_FILES
+    from cascade.phenaki import PhenakiOptions, load_phenaki
+    from cascade.text import load_text_encoder
+
+    ph = load_phenaki(*[PHENAKI_DEMO_DIR / PHENAKI_DEMO_FILES[k] for k in ("tokenizer", "transformer")])
+    enc, o = load_text_encoder("minilm"), PhenakiOptions()
+    frames = ph.tokenizer.config.frames(ph.info.steps)
+    rows = []
+    for i, prompt in enumerate(PROMPTS):
+        v = ph.generate(enc.encode([prompt]), frames, steps=o.steps, w=o.w, temperature=o.temperature, seed=i)
+        rows.append(strip(_u8(v), 2, 64))
+    gap = np.full((4, rows[0].shape[1], 3), 255, dtype=np.uint8)
+    path = ROOT / "docs" / "phenaki_strip.png"
+    Image.fromarray(np.concatenate([x for r in rows for x in (r, gap)], axis=0)).save(path)
+    print("wrote", path)
+
+
 def main() -> None:
     from PIL import Image
 
+    if "--phenaki" in sys.argv[1:]:
+        phenaki_strip()
+        return
     out = ROOT / "docs"
     for fast in (False, True):
         cascade = load_demo_cascade(fast=fast)
