@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..cascade.demo import PHENAKI_DEMO_FILES
 from ..cascade.phenaki import Phenaki, PhenakiOptions, load_phenaki, story_frames
 from ..cascade.story import parse_story
 from . import adapter
@@ -73,10 +74,18 @@ class ImagenVideoPhenakiLoader:
     @classmethod
     def INPUT_TYPES(cls):
         names = adapter.list_models(adapter.PHENAKI_FOLDER)
+        # the demo pair by default when it is there (the list holds both kinds of file)
+        default = {k: {"default": f} if f in names else {} for k, f in PHENAKI_DEMO_FILES.items()}
         return {
             "required": {
-                "tokenizer": (names, {"tooltip": "The C-ViViT tokenizer file (phenaki-cvivit)."}),
-                "transformer": (names, {"tooltip": "The MaskGIT transformer file (phenaki-maskgit) trained on that tokenizer."}),
+                "tokenizer": (names, {**default["tokenizer"], "tooltip": "The C-ViViT tokenizer file (phenaki-cvivit)."}),
+                "transformer": (
+                    names,
+                    {
+                        **default["transformer"],
+                        "tooltip": "The MaskGIT transformer file (phenaki-maskgit) trained on that tokenizer.",
+                    },
+                ),
                 "device": (
                     ["default", "cpu"],
                     {"default": "default", "tooltip": "default: ComfyUI's main device (GPU if any); cpu: always the CPU."},
