@@ -21,9 +21,11 @@ DEMO_FILES = {
     "tsr": "demo_tsr_x2_32px.safetensors",
     "ssr": "demo_ssr_x2_64px.safetensors",
     "base_distilled": "demo_base_16f_32px_distilled_8step.safetensors",
-    "tsr_distilled": "demo_tsr_x2_32px_distilled_8step.safetensors",
-    "ssr_distilled": "demo_ssr_x2_64px_distilled_8step.safetensors",
+    "tsr_distilled": "demo_tsr_x2_32px_distilled_2step.safetensors",
+    "ssr_distilled": "demo_ssr_x2_64px_distilled_4step.safetensors",
 }
+# the 8-step SR students of the earlier SR stages, still shipped so that saved workflows naming them load
+LEGACY_FILES = ("demo_tsr_x2_32px_distilled_8step.safetensors", "demo_ssr_x2_64px_distilled_8step.safetensors")
 # the demo Phenaki (a second base: tokenizer + transformer), 17 frames of 32x32 at 4 fps
 PHENAKI_DEMO_DIR = DEMO_DIR.parent / "phenaki"
 PHENAKI_DEMO_FILES = {

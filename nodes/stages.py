@@ -704,7 +704,7 @@ class ImagenVideoDistilledSampler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL_TYPE, {"tooltip": "A distilled student (…_distilled_8step.safetensors) of any stage."}),
+                "model": (MODEL_TYPE, {"tooltip": "A distilled student (…_distilled_<n>step.safetensors) of any stage."}),
                 "positive": POSITIVE,
                 "seed": SEED,
                 "steps": (

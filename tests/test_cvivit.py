@@ -108,7 +108,9 @@ def test_it_learns_to_reconstruct():
 def test_vq_quantiser_trains_tokenizes_and_is_causal_like_fsq():
     from cascade.cvivit import CViViT, CViViTConfig, reconstruction_loss
 
-    cfg = CViViTConfig(image_size=16, patch_size=4, dim=32, spatial_depth=1, temporal_depth=1, quantiser="vq", vq_codes=16, vq_dim=4)
+    cfg = CViViTConfig(
+        image_size=16, patch_size=4, dim=32, spatial_depth=1, temporal_depth=1, quantiser="vq", vq_codes=16, vq_dim=4
+    )
     assert cfg.codebook_size == 16 and cfg.code_dim == 4 and cfg.to_dict()["quantiser"] == "vq"
     torch.manual_seed(0)
     net = CViViT(cfg)

@@ -13,6 +13,7 @@ from cascade.data.shapes import HELD_OUT, Attributes, all_attributes, caption, r
 from cascade.demo import DEMO_FILES
 from cascade.distill import DistillConfig, distill, guided_student_from, round_schedule
 from cascade.evaluate import EvalConfig, evaluate, psnr, ssim
+from cascade.run import FAST_OPTIONS
 from cascade.stage import Stage, load_stage
 from cascade.text import TextEmbedding
 
@@ -198,13 +199,13 @@ def demo_dir(tmp_path_factory):
         st = guided_student_from(minilm_stage(role))
         from cascade.config import DistillationInfo
 
-        Stage(st.config.replace(distillation=DistillationInfo(steps=(8,), w_max=8.0)), st.net).save(
+        Stage(st.config.replace(distillation=DistillationInfo(steps=(FAST_OPTIONS[role].steps,), w_max=8.0)), st.net).save(
             d / DEMO_FILES[role + "_distilled"]
         )
-    # a faster TSR student beside the demo's (the evaluation finds it by its name)
+    # another TSR student beside the demo's (the evaluation finds it by its name)
     st = guided_student_from(minilm_stage("tsr"))
-    Stage(st.config.replace(distillation=DistillationInfo(steps=(2,), w_max=8.0)), st.net).save(
-        d / DEMO_FILES["tsr"].replace(".safetensors", "_distilled_2step.safetensors")
+    Stage(st.config.replace(distillation=DistillationInfo(steps=(8,), w_max=8.0)), st.net).save(
+        d / DEMO_FILES["tsr"].replace(".safetensors", "_distilled_8step.safetensors")
     )
     return d
 
