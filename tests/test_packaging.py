@@ -106,3 +106,13 @@ def test_the_web_extension_uses_public_frontend_apis_only():
     imports = [line for line in js.splitlines() if line.startswith("import ")]
     assert imports == ['import { app } from "../../scripts/app.js";']
     assert "registerExtension" in js and "node.badges" in js
+
+
+def test_every_shipped_model_file_is_a_demo_file_and_they_fit_the_budget():
+    from cascade.demo import DEMO_DIR, DEMO_FILES, LEGACY_FILES, PHENAKI_DEMO_DIR, PHENAKI_DEMO_FILES
+
+    stages = {p.name for p in DEMO_DIR.glob("*.safetensors")}
+    assert stages == set(DEMO_FILES.values()) | set(LEGACY_FILES)
+    assert {p.name for p in PHENAKI_DEMO_DIR.glob("*.safetensors")} == set(PHENAKI_DEMO_FILES.values())
+    mb = lambda paths: sum(p.stat().st_size for p in paths) / 1e6  # noqa: E731
+    assert mb(DEMO_DIR.glob("*.safetensors")) <= 30 and mb(PHENAKI_DEMO_DIR.glob("*.safetensors")) <= 10
