@@ -119,12 +119,9 @@ def save_video(g, images, fps, pos, prefix):
     g.add("SaveVideo", (pos[0] + 300, pos[1]), {"filename_prefix": prefix}, {"video": (cv, 0)}, size=(320, 360))
 
 
-def cascade(schemas):
-    g = Graph(schemas)
-    txt = text_nodes(g)
-    lb = g.add("ImagenVideoModelLoader", (0, 380), {"model_name": BASE})
-    base = g.add("ImagenVideoSampler", (380, 0), {"seed": 42}, {"model": (lb, 0), "positive": (txt, 0)}, size=(320, 420))
-    lt = g.add("ImagenVideoModelLoader", (0, 540), {"model_name": TSR})
+def sr_stages(g, txt, base, loaders_y):
+    """TSR x2 then SSR x2 after ``base`` (a node whose outputs are IMAGE, fps), their loaders at ``loaders_y``."""
+    lt = g.add("ImagenVideoModelLoader", (0, loaders_y), {"model_name": TSR})
     tsr = g.add(
         "ImagenVideoTemporalSR",
         (740, 0),
@@ -132,7 +129,7 @@ def cascade(schemas):
         {"model": (lt, 0), "images": (base, 0), "fps": (base, 1), "positive": (txt, 0)},
         size=(320, 420),
     )
-    ls = g.add("ImagenVideoModelLoader", (0, 700), {"model_name": SSR})
+    ls = g.add("ImagenVideoModelLoader", (0, loaders_y + 160), {"model_name": SSR})
     ssr = g.add(
         "ImagenVideoSpatialSR",
         (1100, 0),
@@ -140,6 +137,15 @@ def cascade(schemas):
         {"model": (ls, 0), "images": (tsr, 0), "positive": (txt, 0)},
         size=(320, 380),
     )
+    return tsr, ssr
+
+
+def cascade(schemas):
+    g = Graph(schemas)
+    txt = text_nodes(g)
+    lb = g.add("ImagenVideoModelLoader", (0, 380), {"model_name": BASE})
+    base = g.add("ImagenVideoSampler", (380, 0), {"seed": 42}, {"model": (lb, 0), "positive": (txt, 0)}, size=(320, 420))
+    tsr, ssr = sr_stages(g, txt, base, loaders_y=540)
     save_video(g, (ssr, 0), (tsr, 1), (1460, 0), "imagen_video/cascade")
     g.note(
         "Imagen Video cascade with the demo stages: text -> base (16 frames 32x32, 4 fps) -> TSR x2 (32 frames, 8 fps) -> "
@@ -421,22 +427,7 @@ def phenaki_cascade(schemas):
     txt = text_nodes(g)
     ph = phenaki_loader(g, (0, 380))
     base = g.add("ImagenVideoPhenakiSampler", (380, 0), {"seed": 42}, {"phenaki": (ph, 0), "positive": (txt, 0)}, size=(320, 420))
-    lt = g.add("ImagenVideoModelLoader", (0, 560), {"model_name": TSR})
-    tsr = g.add(
-        "ImagenVideoTemporalSR",
-        (740, 0),
-        {"seed": 43},
-        {"model": (lt, 0), "images": (base, 0), "fps": (base, 1), "positive": (txt, 0)},
-        size=(320, 420),
-    )
-    ls = g.add("ImagenVideoModelLoader", (0, 720), {"model_name": SSR})
-    ssr = g.add(
-        "ImagenVideoSpatialSR",
-        (1100, 0),
-        {"seed": 44},
-        {"model": (ls, 0), "images": (tsr, 0), "positive": (txt, 0)},
-        size=(320, 380),
-    )
+    tsr, ssr = sr_stages(g, txt, base, loaders_y=560)
     save_video(g, (ssr, 0), (tsr, 1), (1460, 0), "imagen_video/phenaki_cascade")
     g.note(
         "Phenaki base -> Imagen Video TSR x2 -> SSR x2: the SR stages take the Phenaki frames like any other video "
