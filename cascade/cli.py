@@ -437,8 +437,8 @@ def add_story(sub) -> None:
     p.add_argument(
         "--phenaki-context",
         type=int,
-        default=0,
-        help="Phenaki base: frames each new clip re-encodes and continues (1 + n * 2; default 5)",
+        default=5,  # PhenakiOptions.context and the story node's context_frames (tested)
+        help="Phenaki base: frames each new clip re-encodes and continues (1 + n * 2; default 5, as the story node)",
     )
     p.set_defaults(fn=cmd_story)
 

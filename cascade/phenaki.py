@@ -257,13 +257,13 @@ def load_phenaki(tokenizer_path: str | os.PathLike, transformer_path: str | os.P
 @dataclass(frozen=True)
 class PhenakiOptions:
     """How Phenaki samples: MaskGIT iterations per clip, guidance on the logits, temperature, the
-    context frames a continuation re-encodes (``1 + k * temporal_patch``; 0: the file's default
-    of two token steps) and the seed."""
+    context frames a continuation re-encodes (``1 + k * temporal_patch``; 5 by default, as the
+    story node's ``context_frames``, so that both make the same video; 0: two token steps) and the seed."""
 
     steps: int = 12
     w: float = 3.0
     temperature: float = 1.0
-    context: int = 0
+    context: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -119,11 +119,11 @@ def test_story_frames_continue_scene_by_scene_with_bounded_context(files):
     ph.generate = spy
     scenes = [_Scene("a", 7), _Scene("b", 3), _Scene("c", 1)]
     enc = lambda prompts: text(len(prompts))  # noqa: E731
-    out = list(story_frames(ph, scenes, enc, PhenakiOptions(steps=2)))
+    out = list(story_frames(ph, scenes, enc, PhenakiOptions(steps=2, context=3)))
     assert [o.shape[2] for o, _ in out] == [5, 2, 2, 1, 1] and [s for _, s in out] == [0, 0, 1, 1, 2]
     # the first clip is a whole clip; every later one re-encodes at most 3 frames (2 token steps) and adds 2
     assert calls[0] == (5, None) and all(c == (2, 3) for c in calls[1:])
-    again = list(story_frames(ph, scenes, enc, PhenakiOptions(steps=2)))
+    again = list(story_frames(ph, scenes, enc, PhenakiOptions(steps=2, context=3)))
     assert all(torch.equal(a, b) for (a, _), (b, _) in zip(out, again))  # same seed, same story
     with pytest.raises(ValueError, match="shorter than a clip"):
         list(story_frames(ph, scenes, enc, PhenakiOptions(context=5)))
@@ -175,6 +175,8 @@ def test_generate_and_story_with_the_phenaki_base(cli_models, tmp_path, capsys):
                 "--phenaki-dir",
                 str(pdir),
                 "--base-only",
+                "--phenaki-context",
+                "3",  # the test's clips are 3 token steps; the default context (5 frames) is as long
             ]
         )
         == 0

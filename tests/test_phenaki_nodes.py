@@ -81,3 +81,16 @@ def test_sampler_continuation_story_and_tsr(phenaki_dir, text):
     tsr = M["ImagenVideoModelLoader"]().load("tsr.safetensors")[0]
     out = M["ImagenVideoTemporalSR"]().interpolate(tsr, images, fps, cond, 2, "imagen", 0.3, 0, 2, 1.0)["result"]
     assert out[0].shape[0] == 10 and out[1] == 8.0
+
+
+def test_the_story_node_the_command_line_and_the_library_share_one_context_default():
+    import argparse
+
+    from cascade.cli import add_story
+    from cascade.phenaki import PhenakiOptions
+
+    node = load_pack().NODE_CLASS_MAPPINGS["ImagenVideoPhenakiStory"].INPUT_TYPES()["required"]["context_frames"][1]["default"]
+    parser = argparse.ArgumentParser()
+    add_story(parser.add_subparsers(dest="command"))
+    cli = parser.parse_args(["story", "--base", "phenaki", "story.txt", "-o", "out.mp4"]).phenaki_context
+    assert node == cli == PhenakiOptions().context == 5
