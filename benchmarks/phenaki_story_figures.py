@@ -56,7 +56,7 @@ def child(story_path: str, scenes_limit: int) -> dict:
     reset_peak()  # a child starts with its parent's peak RSS
     ph, enc = load()
     scenes = parse_story(Path(story_path).read_text(), fps=ph.info.fps)[:scenes_limit]
-    diffs, last, frames_of_scene = [], None, {}
+    diffs, last, scene_frames, detections = [], None, [], []
     clip_starts, scene_starts, n = [], [], 0
     t0 = time.perf_counter()
     prev_scene = None
@@ -64,20 +64,21 @@ def child(story_path: str, scenes_limit: int) -> dict:
         f = video_to_frames(out)  # (n, H, W, 3) in [0, 1]
         if last is not None:
             (scene_starts if si != prev_scene else clip_starts).append(n)
+        if si != prev_scene and scene_frames:  # a scene is finished: detect it, then drop its frames
+            detections.append(_detect(scene_frames, scenes[prev_scene].prompt, ph))
+            scene_frames = []
         seq = f if last is None else torch.cat([last, f])
         diffs.extend((seq[1:] - seq[:-1]).abs().mean(dim=(1, 2, 3)).tolist())
         last, prev_scene = f[-1:], si
         n += f.shape[0]
-        frames_of_scene.setdefault(si, []).append((f * 255).round().byte().numpy())
-        if si > 0 and si - 1 in frames_of_scene and not isinstance(frames_of_scene[si - 1], dict):
-            frames_of_scene[si - 1] = _detect(frames_of_scene[si - 1], scenes[si - 1].prompt, ph)  # then drop the frames
+        scene_frames.append((f * 255).round().byte().numpy())
     seconds = time.perf_counter() - t0
-    last_si = max(frames_of_scene)
-    frames_of_scene[last_si] = _detect(frames_of_scene[last_si], scenes[last_si].prompt, ph)
+    detections.append(_detect(scene_frames, scenes[prev_scene].prompt, ph))
     # diffs[i] is the change from frame i to frame i + 1; a clip starting at frame b is diffs[b - 1]
     at_clip = [diffs[b - 1] for b in clip_starts]
     at_scene = [diffs[b - 1] for b in scene_starts]
-    inside = [d for i, d in enumerate(diffs) if (i + 1) not in set(clip_starts) | set(scene_starts)]
+    starts = set(clip_starts) | set(scene_starts)
+    inside = [d for i, d in enumerate(diffs) if (i + 1) not in starts]
     return {
         "scenes": len(scenes),
         "frames": n,
@@ -86,7 +87,7 @@ def child(story_path: str, scenes_limit: int) -> dict:
         "seam_clip_mean": float(np.mean(at_clip)) if at_clip else None,
         "seam_scene_mean": float(np.mean(at_scene)) if at_scene else None,
         "within_mean": float(np.mean(inside)),
-        "detections": [frames_of_scene[i] for i in sorted(frames_of_scene)],
+        "detections": detections,
     }
 
 

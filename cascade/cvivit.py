@@ -310,9 +310,9 @@ class CViViT(nn.Module):
         return self.quantiser(z)
 
     @property
-    def quantiser_loss(self) -> torch.Tensor:
-        """The VQ codebook + commitment loss of the last forward pass (0 for FSQ)."""
-        return getattr(self.quantiser, "loss", torch.zeros(()))
+    def quantiser_loss(self) -> torch.Tensor | None:
+        """The VQ codebook + commitment loss of the last forward pass (``None`` for FSQ, which has none)."""
+        return getattr(self.quantiser, "loss", None)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes ``(B, S, g, g, code_dim)`` -> video ``(B, C, T, H, W)``."""
@@ -352,6 +352,6 @@ def reconstruction_loss(
     FSQ has none), and the codes used."""
     mse = F.mse_loss(recon, video.float())
     stats = {"mse": float(mse.detach()), "codes_used": int(indices.unique().numel())}
-    if quantiser_loss is None or not quantiser_loss.requires_grad:
+    if quantiser_loss is None:
         return mse, stats
     return mse + quantiser_loss, {**stats, "vq_loss": float(quantiser_loss.detach())}

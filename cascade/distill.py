@@ -141,14 +141,12 @@ class _Distiller:
         self.out.mkdir(parents=True, exist_ok=True)
         self.schedule = tcfg.schedule
         self.stop_at = deadline(cfg.time_limit)
-        self.rounds_left = 1 + len(round_schedule(cfg.teacher_steps, cfg.target_steps))
 
-    def round_seconds(self) -> float:
-        """This round's share of what is left of ``time_limit`` (``inf`` without one)."""
+    def round_seconds(self, rounds_left: int) -> float:
+        """This round's share of what is left of ``time_limit``, ``rounds_left`` counting it (``inf`` without one)."""
         if not self.cfg.time_limit:
             return math.inf
-        left = self.stop_at - time.monotonic()
-        return max(0.0, left) / max(1, self.rounds_left)
+        return max(0.0, self.stop_at - time.monotonic()) / max(1, rounds_left)
 
     def batch(self, step: int, salt: int):
         world, rank, b = self.acc.num_processes, self.acc.process_index, self.cfg.batch
@@ -204,7 +202,7 @@ class _Distiller:
 
     # -- stage 1 ----------------------------------------------------------------------------------
 
-    def guided(self) -> Stage:
+    def guided(self, seconds: float = math.inf) -> Stage:
         student = guided_student_from(self.teacher)
         teacher_den = self.teacher.denoiser()
         self.teacher.net.eval().requires_grad_(False)
@@ -219,7 +217,7 @@ class _Distiller:
             pred = VDenoiser(model, self.schedule)(x_t, s, text=text, guidance=w, **kw)
             return _weighted_x_mse(pred, target, s)
 
-        self._optimise(student, self.cfg.guided_steps, loss_fn, "guided", self.round_seconds())
+        self._optimise(student, self.cfg.guided_steps, loss_fn, "guided", seconds)
         return student
 
     def _guided_batch(self, den, x_t, s, text, w, kw):
@@ -229,7 +227,7 @@ class _Distiller:
 
     # -- stage 2 ----------------------------------------------------------------------------------
 
-    def progressive(self, teacher: Stage, n_student: int) -> Stage:
+    def progressive(self, teacher: Stage, n_student: int, seconds: float = math.inf) -> Stage:
         student = Stage(teacher.config, copy.deepcopy(teacher.net), source=teacher.source)
         t_den = VDenoiser(teacher.net.eval().requires_grad_(False), self.schedule)
 
@@ -247,7 +245,7 @@ class _Distiller:
             pred = VDenoiser(model, self.schedule)(x_t, s, text=text, guidance=w, **kw)
             return _weighted_x_mse(pred, target, s)
 
-        self._optimise(student, self.cfg.steps_per_round, loss_fn, f"{n_student}-step", self.round_seconds())
+        self._optimise(student, self.cfg.steps_per_round, loss_fn, f"{n_student}-step", seconds)
         return student
 
     def save(self, student: Stage, steps: int) -> Path:
@@ -279,21 +277,20 @@ def _weighted_x_mse(pred: torch.Tensor, target: torch.Tensor, s: torch.Tensor) -
 def distill(cfg: DistillConfig, encoder=None) -> list[Path]:
     """Run stage 1 then the halving rounds; resume by skipping rounds whose student file exists."""
     d = _Distiller(cfg, encoder)
+    rounds = round_schedule(cfg.teacher_steps, cfg.target_steps)
     written = []
     guided_path = d.out / f"student_{cfg.teacher_steps}step.safetensors"
     if guided_path.exists() and read_stage_config(guided_path).unet.guidance_cond:
         current = load_stage(guided_path, device=d.acc.device)
         log.info("resuming from %s", guided_path)
     else:
-        current = d.guided()
+        current = d.guided(d.round_seconds(1 + len(rounds)))
         written.append(d.save(current, cfg.teacher_steps))
-    d.rounds_left -= 1
-    for n in round_schedule(cfg.teacher_steps, cfg.target_steps):
+    for i, n in enumerate(rounds):
         path = d.out / f"student_{n}step.safetensors"
         if path.exists():
             current = load_stage(path, device=d.acc.device)
         else:
-            current = d.progressive(current, n)
+            current = d.progressive(current, n, d.round_seconds(len(rounds) - i))
             written.append(d.save(current, n))
-        d.rounds_left -= 1
     return written

@@ -20,7 +20,6 @@ import copy
 import functools
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -36,13 +35,12 @@ from .text import load_text_encoder
 from .train import (
     Optimiser,
     RunConfig,
-    deadline,
     frame_skip_for,
     load_optimizer_tensors,
     optimizer_tensors,
     require_accelerate,
     setting,
-    step_batches,
+    training_loop,
     trim_log,
     update_ema,
 )
@@ -291,27 +289,9 @@ class PhenakiTrainer:
                 remove_stale_temporaries(path)
             trim_log(self.out / "log.jsonl", self.step)
         logf = open(self.out / "log.jsonl", "a") if self.acc.is_main_process else None  # noqa: SIM115 (closed below)
-        t0, recs, last = time.time(), [], {}
-        stop_at = deadline(cfg.time_limit)
-        batches = step_batches(self._batch_maker(), self.step, target, cfg.data_workers)
         try:
-            while self.step < target:
-                recs.append(self.train_step(next(batches)))
-                out_of_time = time.monotonic() >= stop_at
-                if out_of_time or self.step % cfg.log_every == 0 or self.step == target:
-                    last = self._log(logf, recs, time.time() - t0)
-                    recs, t0 = [], time.time()
-                if out_of_time:
-                    log.info(
-                        "time limit of %g min reached at step %d of %d: saving and stopping", cfg.time_limit, self.step, target
-                    )
-                    break
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                    self.save()
-                if cfg.sample_every and self.step % cfg.sample_every == 0 and self.acc.is_main_process:
-                    self.write_samples()
+            last = training_loop(self, target, logf, [(cfg.sample_every, self.write_samples)])
         finally:
-            del batches  # ends the data workers
             if logf:
                 logf.close()
         self.save()

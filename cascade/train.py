@@ -261,6 +261,36 @@ def step_batches(make, start: int, stop: int, workers: int = 0):
     return iter(loader)
 
 
+def training_loop(tr, target: int, logf, hooks=()) -> dict:
+    """The loop every trainer runs up to step ``target``: ``tr.train_step`` on batches built ahead
+    (``tr._batch_maker``), a log line every ``log_every`` steps, a checkpoint every
+    ``checkpoint_every``, ``hooks`` (``(every, fn)``: ``fn()`` on the main process every ``every``
+    steps; 0: never), and a stop (logged, then saved by the caller) at ``time_limit``. Returns the
+    last log record."""
+    cfg = tr.cfg
+    t0, recs, last = time.time(), [], {}
+    stop_at = deadline(cfg.time_limit)
+    batches = step_batches(tr._batch_maker(), tr.step, target, cfg.data_workers)
+    try:
+        while tr.step < target:
+            recs.append(tr.train_step(next(batches)))
+            out_of_time = time.monotonic() >= stop_at
+            if out_of_time or tr.step % cfg.log_every == 0 or tr.step == target:
+                last = tr._log(logf, recs, time.time() - t0)
+                recs, t0 = [], time.time()
+            if out_of_time:
+                log.info("time limit of %g min reached at step %d of %d: saving and stopping", cfg.time_limit, tr.step, target)
+                break
+            if cfg.checkpoint_every and tr.step % cfg.checkpoint_every == 0:
+                tr.save()
+            for every, fn in hooks:
+                if every and tr.step % every == 0 and tr.acc.is_main_process:
+                    fn()
+    finally:
+        del batches  # ends the data workers
+    return last
+
+
 def deadline(minutes: float) -> float:
     """``time.monotonic()`` at which a run of ``minutes`` stops (``inf`` for 0: no limit)."""
     return time.monotonic() + minutes * 60 if minutes else math.inf
@@ -577,29 +607,10 @@ class Trainer:
                 remove_stale_temporaries(self.out / name)
             self._trim_log()
         logf = open(self.out / "log.jsonl", "a") if self.acc.is_main_process else None  # noqa: SIM115 (closed below)
-        t0, losses, last = time.time(), [], {}
-        stop_at = deadline(cfg.time_limit)
-        batches = step_batches(self._batch_maker(), self.step, target, cfg.data_workers)
         try:
-            while self.step < target:
-                losses.append(self.train_step(next(batches)))
-                out_of_time = time.monotonic() >= stop_at
-                if out_of_time or self.step % cfg.log_every == 0 or self.step == target:
-                    last = self._log(logf, losses, time.time() - t0)
-                    losses, t0 = [], time.time()
-                if out_of_time:
-                    log.info(
-                        "time limit of %g min reached at step %d of %d: saving and stopping", cfg.time_limit, self.step, target
-                    )
-                    break
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                    self.save()
-                if cfg.sample_every and self.step % cfg.sample_every == 0 and self.acc.is_main_process:
-                    self.write_samples()
-                if cfg.binding_every and self.step % cfg.binding_every == 0 and self.acc.is_main_process:
-                    self.log_binding(logf)
+            hooks = [(cfg.sample_every, self.write_samples), (cfg.binding_every, lambda: self.log_binding(logf))]
+            last = training_loop(self, target, logf, hooks)
         finally:
-            del batches  # ends the data workers
             if logf:
                 logf.close()
             skipped = getattr(self.source, "skipped", None)
