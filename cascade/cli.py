@@ -291,6 +291,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         sr_sets=tuple(a.sr_sets.split(",")) if a.sr_sets else EvalConfig.sr_sets,
         sr_aug=a.sr_aug,
         phenaki=a.phenaki_dir,
+        device=a.device,
     )
     evaluate(cfg)
     print((Path(a.out) / "report.md").read_text())
@@ -324,6 +325,7 @@ def add_evaluate(sub) -> None:
     p.add_argument(
         "--phenaki-dir", help="part phenaki: the Phenaki tokenizer and transformer folder (default: the pack's models/phenaki)"
     )
+    p.add_argument("--device", default="cpu", help="where the models run: cpu (default), cuda, cuda:1, mps ...")
     p.set_defaults(fn=cmd_evaluate)
 
 

@@ -80,6 +80,7 @@ class EvalConfig:
     sr_sets: tuple[str, ...] = ("seen", "fast", "slow", "unlike")
     sr_aug: float | None = None  # SR parts: noise-augmentation level at sampling (default: the stage default)
     phenaki: str | None = None  # folder with the Phenaki tokenizer + transformer (part "phenaki"; default: the pack's)
+    device: str = "cpu"  # where the models run ("cuda" on a GPU); clips and metrics stay on the CPU
 
     def __post_init__(self) -> None:
         bad = [s for s in self.sr_sets if s not in SR_CLIP_SETS]
@@ -174,7 +175,7 @@ class _Evaluator:
             if not path.exists():
                 log.warning("missing %s: skipping what needs it", path)
                 return None
-            self.stages[key] = load_stage(path)
+            self.stages[key] = load_stage(path, device=self.cfg.device)
         return self.stages[key]
 
     def frame_step(self, key: str) -> int:
@@ -187,7 +188,7 @@ class _Evaluator:
     def text(self, attrs, captions: list[str] | None = None):
         """Text embeddings of ``captions`` (default: the canonical caption of each of ``attrs``)."""
         if self.encoder is None:
-            self.encoder = load_text_encoder()
+            self.encoder = load_text_encoder(device=self.cfg.device)
         return self.encoder.encode(captions if captions is not None else [caption(a, 0) for a in attrs])
 
     def batches(self, attrs):
@@ -225,7 +226,7 @@ class _Evaluator:
         if not all(p.exists() for p in paths):
             log.warning("no Phenaki files in %s: skipping the phenaki part", root)
             return {}
-        ph = load_phenaki(*paths)
+        ph = load_phenaki(*paths, device=self.cfg.device)
         tc, opts = ph.tokenizer.config, PhenakiOptions()
         frames, step = tc.frames(ph.info.steps), frame_skip_for(ph.info.fps, "shapes")
         attrs = _prompts("seen", self.cfg.samples, self.cfg.seed + 7)
@@ -234,7 +235,10 @@ class _Evaluator:
             [frames_to_video(render_clip(a, frames=frames, size=tc.image_size, rng=rng, frame_step=step)) for a in attrs]
         )
         with torch.no_grad():
-            recon = torch.cat([ph.tokenizer.detokenize(ph.tokenizer.tokenize(gt[i : i + 8])) for i in range(0, len(gt), 8)])
+            dev = ph.device
+            recon = torch.cat(
+                [ph.tokenizer.detokenize(ph.tokenizer.tokenize(gt[i : i + 8].to(dev))).cpu() for i in range(0, len(gt), 8)]
+            )
         u = lambda v: ((v + 1) / 2).clamp(0, 1)  # noqa: E731
         res: dict = {
             "tokenizer": {
@@ -258,7 +262,7 @@ class _Evaluator:
                 [
                     ph.generate(
                         self.text(chunk, caps[i : i + len(chunk)]), frames, steps=opts.steps, w=opts.w, seed=self.cfg.seed + i
-                    )
+                    ).cpu()
                     for i, chunk in self.batches(attrs)
                 ]
             )
@@ -272,7 +276,7 @@ class _Evaluator:
         vids = []
         for i, chunk in self.batches(attrs):
             caps = None if captions is None else captions[i : i + len(chunk)]
-            vids.append(generate(stage, self.text(chunk, caps), options=replace(options, seed=seed0 + i)))
+            vids.append(generate(stage, self.text(chunk, caps), options=replace(options, seed=seed0 + i)).cpu())
         return torch.cat(vids)
 
     def split_videos(self, key: str, options: SamplingOptions, split: str) -> tuple[torch.Tensor, list[Attributes], float]:
@@ -392,7 +396,7 @@ class _Evaluator:
                     options=replace(options, seed=self.cfg.seed + i),
                 )
             )
-        out = torch.cat(outs)
+        out = torch.cat(outs).cpu()
         u = lambda v: ((v + 1) / 2).clamp(0, 1)  # noqa: E731
         baselines = {
             "bicubic": bicubic_upscale(low, gt.shape[-2:]),
@@ -434,7 +438,7 @@ class _Evaluator:
                     options=replace(options, seed=self.cfg.seed + i),
                 )
             )
-        out = torch.cat(outs)
+        out = torch.cat(outs).cpu()
         u = lambda v: ((v + 1) / 2).clamp(0, 1)  # noqa: E731
         odd = inserted_indices(gt.shape[2], f)
         target = gt[:, :, odd]
@@ -474,7 +478,7 @@ class _Evaluator:
                 )
                 finals.append(upsample_spatial(stages[2], v, text, options=opts["ssr"].for_stage(self.cfg.seed + i, "ssr")))
             seconds += time.time() - t0
-            final = torch.cat(finals)
+            final = torch.cat(finals).cpu()
             res[split] = {
                 "cascade": adherence(final, attrs, 1),
                 "base": adherence(base, attrs, self.frame_step(keys[0])),
@@ -542,7 +546,7 @@ class _Evaluator:
         for n in (4, 2):
             p = extra / f"student_{n}step.safetensors" if extra else None
             if p is not None and p.exists():
-                students[n] = load_stage(p)
+                students[n] = load_stage(p, device=self.cfg.device)
         for n, st in students.items():
             if n not in st.config.distillation.steps:
                 continue

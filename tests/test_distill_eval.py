@@ -245,6 +245,17 @@ def test_evaluate_writes_results_and_report(tmp_path, demo_dir):
     assert (tmp_path / "eval" / "base_seen.png").exists()
 
 
+@pytest.mark.gpu
+def test_evaluate_on_a_gpu_matches_the_cpu(tmp_path, demo_dir):
+    """``device``: the models run on the GPU, clips and metrics stay on the CPU; same figures."""
+    kw = dict(models=str(demo_dir), samples=2, w_values=(4.0,), batch=2, parts=("base", "ssr", "tsr"), sr_sets=("seen",))
+    cpu = evaluate(EvalConfig(out=str(tmp_path / "cpu"), **kw))
+    gpu = evaluate(EvalConfig(out=str(tmp_path / "gpu"), device="cuda", **kw))
+    assert gpu["base"]["w=4"]["seen"]["n"] == 2
+    assert gpu["ssr"]["psnr"] == pytest.approx(cpu["ssr"]["psnr"], abs=0.5)
+    assert gpu["tsr"]["psnr_inserted"] == pytest.approx(cpu["tsr"]["psnr_inserted"], abs=0.5)
+
+
 def test_base_videos_shared_through_the_cache(tmp_path, demo_dir, monkeypatch):
     """Runs split over processes (--cache) compute the base videos once; another model file,
     other options or other prompts miss the cache."""
