@@ -4,6 +4,7 @@ size: 150 clips each.
 
     PYTHONPATH=. python benchmarks/detector_robustness.py
 """
+
 import numpy as np
 
 from cascade.data.detector import detect
@@ -11,10 +12,14 @@ from cascade.data.shapes import all_attributes, render_clip
 
 rng = np.random.default_rng(7)
 pool = all_attributes("all")
+
+
 def blur(v):
     k = np.array([0.25, 0.5, 0.25], np.float32)
     v = np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 1, v)
     return np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 2, v)
+
+
 perturb = {
     "clean": lambda v, r: v,
     "noise.05": lambda v, r: np.clip(v + r.normal(0, 0.05, v.shape), 0, 1),
@@ -25,7 +30,8 @@ perturb = {
 }
 for size, frames, step in ((32, 16, 2), (64, 32, 1)):
     for name, f in perturb.items():
-        hits = {k: 0 for k in ("colour", "shape", "direction", "speed")}; n = 150
+        hits = {k: 0 for k in ("colour", "shape", "direction", "speed")}
+        n = 150
         r2 = np.random.default_rng(3)
         for i in range(n):
             a = pool[int(rng.integers(len(pool)))]

@@ -96,9 +96,16 @@ def test_random_looks_keep_the_clips_and_caption_the_nearest_colour():
     rng = np.random.default_rng(0)
     from cascade.data.sources import random_look
 
+    kinds = set()
     for _ in range(50):
         look = random_look(rng)
-        assert np.linalg.norm(np.subtract(look["colour"], look["background"])) >= LOOK_MIN_CONTRAST
+        corners = np.array(look["background"]).reshape(-1, 3)
+        kinds.add(len(corners))
+        assert np.linalg.norm(corners - np.array(look["colour"]), axis=-1).min() >= LOOK_MIN_CONTRAST
+        assert 0.06 <= look["radius"] <= 0.26
+        clip = render_clip(Attributes("red", "circle", "left", "slowly"), frames=1, size=16, rng=rng, **look)
+        assert clip.shape == (1, 16, 16, 3)
+    assert kinds == {1, 4}  # flat backgrounds and four-corner fields
     assert nearest_colour(COLOURS["green"]) == "green" and nearest_colour((0.95, 0.2, 0.1)) == "red"
     with pytest.raises(ValueError, match="looks"):
         ShapesSource(looks=1.5)
@@ -116,3 +123,28 @@ def test_random_looks_never_caption_a_held_out_combination():
     assert not [a for a, _, _ in items if a.held_out]
     held = ShapesSource(seed=5, split="held_out", looks=1.0)
     assert all(held.item(i)[0].held_out for i in range(100))
+
+
+def test_four_corner_background_is_bilinear_between_the_corners():
+    corners = ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0)), ((0.0, 0.0, 1.0), (1.0, 1.0, 1.0))
+    a = Attributes("red", "circle", "left", "slowly")
+    img = (
+        render_clip(
+            a,
+            frames=1,
+            size=32,
+            rng=np.random.default_rng(0),
+            start=(0.5, 0.5),
+            radius=0.05,
+            colour=(0, 1, 0),
+            background=corners,
+        )[0]
+        / 255
+    )
+    np.testing.assert_allclose(img[0, 0], corners[0][0], atol=0.01)
+    np.testing.assert_allclose(img[0, -1], corners[0][1], atol=0.01)
+    np.testing.assert_allclose(img[-1, 0], corners[1][0], atol=0.01)
+    np.testing.assert_allclose(img[-1, -1], corners[1][1], atol=0.01)
+    np.testing.assert_allclose(img[0, 16], (16 / 31, 0, 0), atol=0.01)  # halfway along the top edge
+    with pytest.raises(ValueError, match="four corners"):
+        render_clip(a, frames=1, size=8, rng=np.random.default_rng(0), background=np.zeros((3, 3)))

@@ -164,7 +164,7 @@ def render_clip(
     (``frame_step = 2``: the base stage's half frame rate). Start position and size are random
     unless given (fractions of the frame). ``speed`` (fraction of the frame per reference frame),
     ``colour`` and ``background`` (RGB in [0, 1]; or two RGB triples: a vertical gradient from the
-    top to the bottom row) replace the ones of ``attrs`` / the dataset, and ``shape`` may also be
+    top to the bottom row; or 2x2: four corners, bilinear in between) replace the ones of ``attrs`` / the dataset, and ``shape`` may also be
     one no caption names (:data:`EXTRA_SHAPES`), for clips unlike the training data (the
     evaluation's other motions and looks)."""
     shape = attrs.shape if shape is None else shape
@@ -180,11 +180,17 @@ def render_clip(
     coords = (np.arange(n) + 0.5) / n  # pixel centres in [0, 1)
     colour = np.array(COLOURS[attrs.colour] if colour is None else colour, dtype=np.float32)
     bg = np.array(BACKGROUND if background is None else background, dtype=np.float32)
+    ramp = np.linspace(0.0, 1.0, size, dtype=np.float32)
     if bg.shape == (2, 3):  # vertical gradient: one colour per row
-        ramp = np.linspace(0.0, 1.0, size, dtype=np.float32)[:, None, None]
-        bg = bg[0] * (1 - ramp) + bg[1] * ramp  # (size, 1, 3)
+        bg = bg[0] * (1 - ramp[:, None, None]) + bg[1] * ramp[:, None, None]  # (size, 1, 3)
+    elif bg.shape == (2, 2, 3):  # four corners ((top-left, top-right), (bottom-left, bottom-right)), bilinear
+        top = bg[0, 0] * (1 - ramp[:, None]) + bg[0, 1] * ramp[:, None]  # (size, 3) along x
+        bottom = bg[1, 0] * (1 - ramp[:, None]) + bg[1, 1] * ramp[:, None]
+        bg = top[None] * (1 - ramp[:, None, None]) + bottom[None] * ramp[:, None, None]  # (size, size, 3)
     elif bg.shape != (3,):
-        raise ValueError(f"background must be one RGB triple or two (a gradient); received shape {bg.shape}.")
+        raise ValueError(
+            f"background must be one RGB triple, two (a vertical gradient) or 2x2 (four corners); received shape {bg.shape}."
+        )
     else:
         bg = bg[None, None]
     out = np.empty((frames, size, size, 3), dtype=np.uint8)

@@ -45,8 +45,8 @@ class ShapesSource:
     # others start anywhere on the torus, as every clip did before (0.0), so that continuations
     # from any position stay in the data
     crossing: float = 0.75
-    # fraction of clips drawn with a random flat background and a random object colour (RGB, at
-    # least LOOK_MIN_CONTRAST apart) instead of the dataset's near-black and palette; the caption
+    # fraction of clips drawn in a random look (random_look: a flat or smoothly varying background,
+    # a random object colour and size) instead of the dataset's near-black, palette and sizes; the caption
     # names the palette colour nearest to the object's. For SR stages, which should upsample any
     # video, not only the dataset's look. 0: exactly the clips of before (a stream of its own)
     looks: float = 0.0
@@ -103,14 +103,25 @@ class ShapesSource:
 LOOK_MIN_CONTRAST = 0.35
 
 
+LOOK_RADIUS = (0.06, 0.26)  # the object's size in a look (the dataset's: 0.11 ... 0.17)
+
+
 def random_look(rng: np.random.Generator) -> dict:
-    """A flat background and an object colour, uniform in RGB, at least ``LOOK_MIN_CONTRAST``
-    apart (``render_clip`` keywords)."""
-    bg = rng.random(3)
+    """``render_clip`` keywords of a random look: a background that is flat (half the looks) or a
+    smooth field between four random corner colours, an object colour at least
+    ``LOOK_MIN_CONTRAST`` from every corner (uniform in RGB), and a size in ``LOOK_RADIUS``. SR
+    stages train on these so that they upsample what the input shows (gradients, sizes, colours)
+    rather than their dataset's look."""
+    flat = rng.random() < 0.5
+    bg = np.repeat(rng.random((1, 1, 3)), 2, 0).repeat(2, 1) if flat else rng.random((2, 2, 3))
     while True:
         colour = rng.random(3)
-        if np.linalg.norm(colour - bg) >= LOOK_MIN_CONTRAST:
-            return {"background": tuple(float(v) for v in bg), "colour": tuple(float(v) for v in colour)}
+        if np.linalg.norm(bg - colour, axis=-1).min() >= LOOK_MIN_CONTRAST:
+            break
+    background = (
+        tuple(float(v) for v in bg[0, 0]) if flat else tuple(tuple(tuple(float(v) for v in c) for c in row) for row in bg)
+    )
+    return {"background": background, "colour": tuple(float(v) for v in colour), "radius": float(rng.uniform(*LOOK_RADIUS))}
 
 
 def nearest_colour(rgb, names=None) -> str:
