@@ -13,7 +13,7 @@ from cascade.data.shapes import HELD_OUT, Attributes, all_attributes, caption, r
 from cascade.demo import DEMO_FILES
 from cascade.distill import DistillConfig, distill, guided_student_from, round_schedule
 from cascade.evaluate import EvalConfig, evaluate, psnr, ssim
-from cascade.run import FAST_OPTIONS
+from cascade.run import DEFAULT_OPTIONS, FAST_OPTIONS
 from cascade.stage import Stage, load_stage
 from cascade.text import TextEmbedding
 
@@ -232,13 +232,16 @@ def test_evaluate_writes_results_and_report(tmp_path, demo_dir):
     assert set(r["base"]) == {"w=0", "w=4"} and r["base"]["w=4"]["seen"]["n"] == 2
     assert {"psnr", "bicubic_psnr", "consistency_psnr"} <= set(r["ssr"])
     assert {"psnr_inserted", "blend_psnr_inserted", "repeat_psnr_inserted"} <= set(r["tsr"])
-    assert r["distilled"]["base teacher"]["nfe_per_video"] == 64 and r["distilled"]["base student 8-step"]["nfe_per_video"] == 8
+    base_opts = DEFAULT_OPTIONS["base"]  # the teacher at its defaults: a guided step costs two evaluations
+    assert r["distilled"]["base teacher"]["nfe_per_video"] == base_opts.steps * (2 if base_opts.guidance.w else 1)
+    assert r["distilled"]["base student 8-step"]["nfe_per_video"] == 8
     # the students' teachers are the parts at their default settings (same clips and seeds)
     assert r["distilled"]["ssr teacher"]["psnr"] == r["ssr"]["psnr"]
     assert r["distilled"]["tsr teacher"]["psnr_inserted"] == r["tsr"]["psnr_inserted"]
     assert [k for k in r["distilled"] if k.startswith("tsr student")] == ["tsr student 8-step", "tsr student 2-step"]
     assert r["distilled"]["tsr student 2-step"]["nfe_per_video"] == 2
-    assert r["distilled"]["base teacher"]["seen"] == {k: v for k, v in r["base"]["w=4"]["seen"].items() if k != "seconds"}
+    default_w = r["base"][f"w={base_opts.guidance.w:g}"]
+    assert r["distilled"]["base teacher"]["seen"] == {k: v for k, v in default_w["seen"].items() if k != "seconds"}
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "Base prompt adherence" in report and "SSR x2" in report and "Distilled students" in report
     assert "| student | 2 | 2 |" in report
