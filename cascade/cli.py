@@ -320,7 +320,9 @@ def add_evaluate(sub) -> None:
         help="comma list of the SR parts' clip sets: seen,fast,slow,unlike (default all; the SSR skips fast and slow)",
     )
     p.add_argument(
-        "--sr-aug", type=float, help="SR parts: noise-augmentation level at sampling (default: the stages' default, cascade.run.SR_AUG_LEVEL)"
+        "--sr-aug",
+        type=float,
+        help="SR parts: noise-augmentation level at sampling (default: the stages' default, cascade.run.SR_AUG_LEVEL)",
     )
     p.add_argument(
         "--phenaki-dir", help="part phenaki: the Phenaki tokenizer and transformer folder (default: the pack's models/phenaki)"
