@@ -322,7 +322,7 @@ def add_evaluate(sub) -> None:
     p.add_argument(
         "--sr-aug",
         type=float,
-        help="SR parts: noise-augmentation level at sampling (default: the stages' default, cascade.run.SR_AUG_LEVEL)",
+        help="SR parts: noise-augmentation level at sampling (default: the stages' default, cascade.demo.SR_AUG_LEVEL)",
     )
     p.add_argument(
         "--phenaki-dir", help="part phenaki: the Phenaki tokenizer and transformer folder (default: the pack's models/phenaki)"

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .checks import check_stage_text
-from .demo import DEMO_DIR, DEMO_FILES, PHENAKI_DEMO_DIR, PHENAKI_DEMO_FILES
+from .demo import BASE_GUIDANCE, DEMO_DIR, DEMO_FILES, PHENAKI_DEMO_DIR, PHENAKI_DEMO_FILES, SR_AUG_LEVEL
 from .frames import video_to_frames
 from .guidance import GuidanceOptions
 from .phenaki import Phenaki, PhenakiOptions, load_phenaki
@@ -25,26 +25,18 @@ __all__ = ["Cascade", "DEFAULT_OPTIONS", "FAST_OPTIONS", "load_demo_cascade"]
 log = logging.getLogger(__name__)
 
 # default sampling settings of the demo cascade (the evaluation measures exactly these)
-# noise augmentation of the SR stages' input at sampling: 0.1 (SNR 40). Measured on the SR stages
-# trained on random looks (n = 64, ground-truth input), PSNR rises as the level falls: SSR vs bicubic
-# +1.5 / +2.6 / +3.3 dB and TSR vs blending -0.5 / +0.5 / +1.3 dB at 0.3 / 0.2 / 0.1 (README)
-SR_AUG_LEVEL = 0.1
 _SR = SamplingOptions(
     steps=16, sampler="ddim", guidance=GuidanceOptions(0.0, thresholding=SR_THRESHOLDING), aug_level=SR_AUG_LEVEL
 )
 _SR_FAST = SamplingOptions(
     steps=8, sampler="distilled_stochastic", guidance=GuidanceOptions(1.0, thresholding=SR_THRESHOLDING), aug_level=SR_AUG_LEVEL
 )
-# the demo base's guidance: w = 0 (its conditional prediction alone). Measured on the shipped base
-# (n = 64 per split), all four attributes right at w = 0 / 2 / 4 / 6: seen 84 / 67 / 50 / 42 %,
-# held-out 81 / 61 / 39 / 33 %; guidance distorts the small shapes (squares pinch, circles flatten)
-BASE_GUIDANCE = 0.0
 DEFAULT_OPTIONS = {
     "base": SamplingOptions(steps=32, sampler="ddim", guidance=GuidanceOptions(BASE_GUIDANCE, thresholding="dynamic")),
     "tsr": _SR,
     "ssr": _SR,
 }
-# the demo's SR students: the fastest within 0.5 dB of its teacher (TSR 2 steps, SSR 4; see the README)
+# the demo's students (base 8 steps, TSR 2, SSR 4; their figures against the teachers: the README's *Students*)
 FAST_OPTIONS = {
     "base": SamplingOptions(
         steps=8, sampler="distilled_stochastic", guidance=GuidanceOptions(BASE_GUIDANCE, thresholding="dynamic")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..cascade.checks import check_count, estimate_sampling_bytes
+from ..cascade.demo import BASE_GUIDANCE, SR_AUG_LEVEL
 from ..cascade.guidance import GuidanceOptions
 from ..cascade.pipeline import (
     SR_THRESHOLDING,
@@ -52,7 +53,7 @@ SEED = (
 NOISE_AUG = (
     "FLOAT",
     {
-        "default": 0.1,
+        "default": SR_AUG_LEVEL,
         "min": 0.0,
         "max": 1.0,
         "step": 0.01,
@@ -71,7 +72,7 @@ NEGATIVE = (
 GUIDANCE = (
     "FLOAT",
     {
-        "default": 0.0,
+        "default": BASE_GUIDANCE,
         "min": 0.0,
         "max": 30.0,
         "step": 0.1,
@@ -758,7 +759,7 @@ class ImagenVideoDistilledSampler:
         scale=2.0,
         multiplier=2,
         frame_count_mode="imagen",
-        noise_augmentation=0.1,
+        noise_augmentation=SR_AUG_LEVEL,
         unique_id=None,
     ):
         cfg = model.stage.config

@@ -85,10 +85,7 @@ def detect(video: np.ndarray, *, frame_step: int = 1) -> Detection:
         return Detection(colour, None, None, None)
     fills = _fills(v)
     fill = float(np.median(fills)) if fills else float("nan")
-    if not fills:
-        shape = None
-    else:
-        shape = "triangle" if fill < _FILL_SPLITS[0] else ("circle" if fill < _FILL_SPLITS[1] else "square")
+    shape = None if not fills else "triangle" if fill < _FILL_SPLITS[0] else "circle" if fill < _FILL_SPLITS[1] else "square"
     frames = np.arange(len(xs), dtype=np.float64)
     vx = np.polyfit(frames, np.unwrap(np.array(xs) * 2 * np.pi) / (2 * np.pi), 1)[0]
     vy = np.polyfit(frames, np.unwrap(np.array(ys) * 2 * np.pi) / (2 * np.pi), 1)[0]

@@ -101,8 +101,6 @@ class ShapesSource:
 
 
 LOOK_MIN_CONTRAST = 0.35
-
-
 LOOK_RADIUS = (0.06, 0.26)  # the object's size in a look (the dataset's: 0.11 ... 0.17)
 
 
@@ -113,15 +111,13 @@ def random_look(rng: np.random.Generator) -> dict:
     stages train on these so that they upsample what the input shows (gradients, sizes, colours)
     rather than their dataset's look."""
     flat = rng.random() < 0.5
-    bg = np.repeat(rng.random((1, 1, 3)), 2, 0).repeat(2, 1) if flat else rng.random((2, 2, 3))
+    bg = rng.random((1, 1, 3)) if flat else rng.random((2, 2, 3))  # one colour, or the four corners
     while True:
         colour = rng.random(3)
         if np.linalg.norm(bg - colour, axis=-1).min() >= LOOK_MIN_CONTRAST:
             break
-    background = (
-        tuple(float(v) for v in bg[0, 0]) if flat else tuple(tuple(tuple(float(v) for v in c) for c in row) for row in bg)
-    )
-    return {"background": background, "colour": tuple(float(v) for v in colour), "radius": float(rng.uniform(*LOOK_RADIUS))}
+    background = bg[0, 0].tolist() if flat else bg.tolist()
+    return {"background": background, "colour": colour.tolist(), "radius": float(rng.uniform(*LOOK_RADIUS))}
 
 
 def nearest_colour(rgb, names=None) -> str:
