@@ -33,7 +33,7 @@ for size, frames, step in ((32, 16, 2), (64, 32, 1)):
         hits = {k: 0 for k in ("colour", "shape", "direction", "speed")}
         n = 150
         r2 = np.random.default_rng(3)
-        for i in range(n):
+        for _ in range(n):
             a = pool[int(rng.integers(len(pool)))]
             v = render_clip(a, frames=frames, size=size, rng=rng, frame_step=step).astype(np.float32) / 255
             d = detect(f(v, r2).astype(np.float32), frame_step=step)

@@ -117,13 +117,21 @@ def main() -> None:
             held = HELD_OUT_WORDS[kind][value][0]
             attrs = [x for x in pool if getattr(x, kind) == value]
             caps = [
-                fill(TEMPLATES[int(r.integers(len(TEMPLATES)))], x, lambda k, v: held if k == kind else words(k, v)[0])
+                fill(
+                    TEMPLATES[int(r.integers(len(TEMPLATES)))],
+                    x,
+                    lambda k, v, held=held, kind=kind: held if k == kind else words(k, v)[0],
+                )
                 for x in attrs
             ]
             tests[f"word:{kind}:{held}->{value}"] = (attrs, caps)
     attrs = [pool[int(r.integers(len(pool)))] for _ in range(a.n)]
     caps = [
-        fill(HELD_OUT_TEMPLATES[int(r.integers(len(HELD_OUT_TEMPLATES)))], x, lambda k, v: (w := words(k, v))[int(r.integers(len(w)))])
+        fill(
+            HELD_OUT_TEMPLATES[int(r.integers(len(HELD_OUT_TEMPLATES)))],
+            x,
+            lambda k, v: (w := words(k, v))[int(r.integers(len(w)))],
+        )
         for x in attrs
     ]
     tests["held_out_templates_training_words"] = (attrs, caps)
@@ -142,7 +150,9 @@ def main() -> None:
             if name.startswith("word:"):
                 kind = name.split(":")[1]
                 pred = nets[kind](feats[name]).argmax(1)
-                row["read_as"] = {KINDS[kind][i]: int(c) for i, c in enumerate(np.bincount(pred.numpy(), minlength=len(KINDS[kind])))}
+                row["read_as"] = {
+                    KINDS[kind][i]: int(c) for i, c in enumerate(np.bincount(pred.numpy(), minlength=len(KINDS[kind])))
+                }
             res[name] = row
         result["probes"][arch] = res
 
@@ -170,7 +180,11 @@ def report(r: dict) -> str:
             row = r["probes"][arch][name]
             cells.append(f"{' / '.join(pct(row[k]) for k in KINDS)}, **{pct(row['all'])}**")
         lines.append(f"| {name} (n={r['probes']['linear'][name]['n']}) | {' | '.join(cells)} |")
-    lines += ["", "Each held-out synonym alone in the training templates (other slots canonical): read right, and what it is read as.", ""]
+    lines += [
+        "",
+        "Each held-out synonym alone in the training templates (other slots canonical): read right, and what it is read as.",
+        "",
+    ]
     lines += ["| held-out word -> meaning | linear probe | MLP probe | attention probe |", "|---|---|---|---|"]
     for name in r["probes"]["linear"]:
         if not name.startswith("word:"):

@@ -290,6 +290,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         cache=a.cache,
         sr_sets=tuple(a.sr_sets.split(",")) if a.sr_sets else EvalConfig.sr_sets,
         sr_aug=a.sr_aug,
+        sr_consistency=None if a.sr_consistency is None else a.sr_consistency == "on",
         phenaki=a.phenaki_dir,
         device=a.device,
     )
@@ -323,6 +324,11 @@ def add_evaluate(sub) -> None:
         "--sr-aug",
         type=float,
         help="SR parts: noise-augmentation level at sampling (default: the stages' default, cascade.demo.SR_AUG_LEVEL)",
+    )
+    p.add_argument(
+        "--sr-consistency",
+        choices=("on", "off"),
+        help="SR parts: project every prediction onto the input (default: the cascade's default, on; off: the stages alone)",
     )
     p.add_argument(
         "--phenaki-dir", help="part phenaki: the Phenaki tokenizer and transformer folder (default: the pack's models/phenaki)"

@@ -6,6 +6,18 @@
   (``"imagen"``) and the ``(N-1)*m + 1`` that frame interpolators produce (``"interpolate"``).
 * Base continuation: known frames (zeros elsewhere) + the known-frame mask.
 
+Consistency projections (``SamplingOptions.consistency``) pull an SR stage's denoised prediction
+onto what its input already determines, at every sampling step:
+
+* SSR (:func:`ssr_project`): iterative back-projection (Irani & Peleg): add the upsampled error
+  between the input and the prediction resized to the input's size, so that the output, resized
+  back down, is the input.
+* TSR (:func:`tsr_project`): the output frames that land on input frames become the input frames
+  (the error there is interpolated linearly in time over the frames between them, where the
+  network's error is correlated), and between two input frames, a pixel that both of them agree on
+  takes their linear blend, softly (weight ``exp(-(d / tau)^2)`` for a difference ``d``): what does
+  not move is copied, the network draws what moves.
+
 Videos are ``(B, C, T, H, W)`` in [-1, 1].
 """
 
@@ -19,7 +31,9 @@ __all__ = [
     "fit_video",
     "known_frames_condition",
     "resize_video",
+    "ssr_project",
     "tsr_condition",
+    "tsr_project",
     "tsr_input_indices",
     "tsr_output_frames",
 ]
@@ -108,3 +122,39 @@ def _check_tsr(n: int, factor: int, mode: str) -> None:
         raise ValueError(
             f"Temporal super-resolution in {mode!r} mode needs at least {1 if mode == 'imagen' else 2} input frames; received {n}."
         )
+
+
+def ssr_project(x0: torch.Tensor, low: torch.Tensor, iterations: int = 2) -> torch.Tensor:
+    """Back-project ``x0 (B, C, T, H, W)`` onto the low-resolution ``low (B, C, T, h, w)``: after it,
+    ``resize_video(x0, (h, w))`` is close to ``low`` (exactly in the limit of iterations)."""
+    for _ in range(int(iterations)):
+        x0 = x0 + resize_video(low - resize_video(x0, low.shape[-2:]), x0.shape[-2:])
+    return x0
+
+
+def _between(n_out: int, factor: int, n_in: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each output frame: the input frames before and after it and its weight towards the later
+    one (frames past the last input frame hold it: weight 0)."""
+    t = torch.arange(n_out, device=device)
+    before = (t // factor).clamp(max=n_in - 1)
+    after = (before + 1).clamp(max=n_in - 1)
+    w = torch.where(after > before, (t - before * factor).float() / factor, torch.zeros(()))
+    return before, after, w
+
+
+def tsr_project(x0: torch.Tensor, low: torch.Tensor, factor: int, tau: float = 0.1) -> torch.Tensor:
+    """Project a TSR prediction ``x0 (B, C, N', H, W)`` onto its input ``low (B, C, N, H, W)``,
+    whose frame ``i`` is output frame ``i * factor`` (both frame-count modes)."""
+    n, n_out = low.shape[2], x0.shape[2]
+    before, after, w = _between(n_out, factor, n, x0.device)
+    w = w.to(x0.dtype).reshape(1, 1, -1, 1, 1)
+    if (n - 1) * factor >= n_out:
+        raise ValueError(f"{n} input frames at x{factor} need at least {(n - 1) * factor + 1} output frames; received {n_out}.")
+    err = low - x0[:, :, ::factor][:, :, :n]
+    x0 = x0 + (1 - w) * err[:, :, before] + w * err[:, :, after]
+    if tau > 0:
+        a, b = low[:, :, before], low[:, :, after]
+        agree = torch.exp(-(((a - b).abs().amax(1, keepdim=True) / tau) ** 2))
+        agree = agree * (after > before).to(x0.dtype).reshape(1, 1, -1, 1, 1)  # only between two input frames
+        x0 = x0 + agree * ((1 - w) * a + w * b - x0)
+    return x0

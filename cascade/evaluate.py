@@ -79,6 +79,9 @@ class EvalConfig:
     # clip sets of the SR parts (SR_CLIP_SETS); the SSR skips the motion-only ones
     sr_sets: tuple[str, ...] = ("seen", "fast", "slow", "unlike")
     sr_aug: float | None = None  # SR parts: noise-augmentation level at sampling (default: the stage default)
+    sr_consistency: bool | None = (
+        None  # SR parts: projection onto the input (SamplingOptions.consistency; default: the cascade's)
+    )
     phenaki: str | None = None  # folder with the Phenaki tokenizer + transformer (part "phenaki"; default: the pack's)
     device: str = "cpu"  # where the models run ("cuda" on a GPU); clips and metrics stay on the CPU
 
@@ -348,6 +351,8 @@ class _Evaluator:
 
     def _sr_options(self, role: str, options: SamplingOptions | None) -> SamplingOptions:
         options = options or DEFAULT_OPTIONS[role]
+        if self.cfg.sr_consistency is not None:
+            options = replace(options, consistency=self.cfg.sr_consistency)
         return options if self.cfg.sr_aug is None else replace(options, aug_level=self.cfg.sr_aug)
 
     def _sr_sets(self, motion: bool) -> list[str]:
@@ -410,6 +415,7 @@ class _Evaluator:
         res["consistency_psnr"] = psnr(u(resize_video(out, low.shape[-2:])), u(low))
         res["n"] = len(attrs)
         res["aug_level"] = options.aug_level
+        res["consistency"] = options.consistency
         res["gain_over_bicubic_db"] = res["psnr"] - res["bicubic_psnr"]
         res["gain_over_lanczos_db"] = res["psnr"] - res["lanczos_psnr"]
         suffix = "" if name == "seen" else f"_{name}"
@@ -455,6 +461,7 @@ class _Evaluator:
         res["consistency_psnr"] = psnr(u(out[:, :, ::f]), u(low))  # the output's own input-rate frames vs the input
         res["n"] = len(attrs)
         res["aug_level"] = options.aug_level
+        res["consistency"] = options.consistency
         res["gain_over_blend_db"] = res["psnr_inserted"] - res["blend_psnr_inserted"]
         if "flow" in methods:
             res["gain_over_flow_db"] = res["psnr_inserted"] - res["flow_psnr_inserted"]

@@ -80,6 +80,10 @@ class SamplingOptions:
     # grid; `steps` must be its length - 1. A grid that starts below the schedule's top starts an
     # SR stage from its input video, like `denoise` < 1.
     sigmas: tuple[float, ...] | None = None
+    # SR stages: pull every denoised prediction onto what the input already determines (SSR: the
+    # output resized down is the input; TSR: the input frames exactly, and what the two input frames
+    # around an inserted one agree on), so the stage copies what it is given and draws the rest
+    consistency: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
@@ -108,6 +112,8 @@ class SamplingOptions:
                 )
         if not 0.0 <= self.aug_level <= 1.0:
             raise ValueError(f"The noise-augmentation level must be in [0, 1]; received {self.aug_level}.")
+        if not isinstance(self.consistency, bool):
+            raise ValueError(f"consistency is True or False; received {self.consistency!r}.")
 
     def grid(self, stage: Stage, device=None) -> torch.Tensor:
         """The sigma grid this run samples: the given ``sigmas``, else the stage's schedule for
@@ -171,6 +177,8 @@ def check_options(stage: Stage, opts: SamplingOptions, negative: TextEmbedding |
     check_steps(stage, opts.steps)
     if opts.denoise < 1 and not get_role(stage.role).takes_video:
         raise ValueError("denoise < 1 starts from the stage's input video: it is an option of SR stages, not of a base stage.")
+    if opts.consistency and not get_role(stage.role).takes_video:
+        raise ValueError("consistency projects onto a stage's input video: it is an option of SR stages, not of a base stage.")
     if cfg.is_distilled:
         if opts.denoise < 1:
             raise ValueError("A distilled student samples the step grid it was distilled on: use denoise = 1.")
@@ -238,6 +246,16 @@ class _Replacement:
         x = x * (1 - m) + (known + s * noise) * m
         x0 = self.denoise(x, sigma, **cond)
         return x0 * (1 - m) + known * m
+
+
+class _Projected:
+    """A denoiser whose every prediction is projected onto the stage's input (``consistency``)."""
+
+    def __init__(self, denoise, project: Callable[[torch.Tensor], torch.Tensor]):
+        self.denoise, self.project = denoise, project
+
+    def __call__(self, x, sigma, **cond):
+        return self.project(self.denoise(x, sigma, **cond))
 
 
 def sample_stage(
@@ -317,6 +335,15 @@ def sample_stage(
 def _sample_input_video(stage, padded, crop, text, negative, options, *, inputs, dims, progress, frame_offset, init, frames=None):
     """A video-taking stage on its (padded) input: the role's condition, the sampling core, the
     padding cropped off. ``frames``: the output frame count when it differs from the input's."""
+    wrap = None
+    if options.consistency:
+        project = get_role(stage.role).projection(stage.config, inputs)
+        if project is None:
+            raise ValueError(
+                f"consistency=True projects onto the input of an SSR or TSR stage; {stage.config.describe()} has no "
+                "projection. Set it to False."
+            )
+        wrap = lambda den: _Projected(den, project)  # noqa: E731
     cond_kwargs = _condition(stage, inputs, options, frame_offset)
     shape = (padded.shape[0], 3, frames or padded.shape[2], *padded.shape[-2:])
     out = sample_stage(
@@ -330,6 +357,7 @@ def _sample_input_video(stage, padded, crop, text, negative, options, *, inputs,
         progress=progress,
         frame_offset=frame_offset,
         init=init,
+        wrap=wrap,
     )
     return out[..., : crop[0], : crop[1]]
 
@@ -487,7 +515,7 @@ def upsample_spatial(
         m = stage.config.unet.size_multiple
         tile = max(m, tile // m * m)
         dims.update({3: (tile, min(tile_overlap, tile - m)), 4: (tile, min(tile_overlap, tile - m))})
-    inputs = {"low": up, "size": tuple(up.shape[-2:])}
+    inputs = {"low": up, "size": tuple(up.shape[-2:]), "source": video.float(), "crop": crop}
     return _sample_input_video(
         stage, up, crop, text, negative, options, inputs=inputs, dims=dims, progress=progress, frame_offset=frame_offset, init=up
     )

@@ -148,7 +148,8 @@ def _ssr_section(s: dict) -> list[str]:
     lines = [
         "## SSR x2 (32 -> 64 px) on ground-truth low-res input",
         "",
-        f"Noise augmentation at sampling {s.get('aug_level', 0.3):g}; n = {s['n']} clips per set.",
+        f"Noise augmentation at sampling {s.get('aug_level', 0.3):g}; projection onto the input "
+        f"{'on' if s.get('consistency') else 'off'}; n = {s['n']} clips per set.",
         "",
         "| clips | bilinear | bicubic | Lanczos-3 | **SSR (ours)** | gain vs bicubic | vs Lanczos | consistency |",
         "|---|---|---|---|---|---|---|---|",
@@ -173,7 +174,8 @@ def _tsr_section(t: dict) -> list[str]:
     lines = [
         "## TSR x2 (16 -> 31 frames) on ground-truth input: the inserted frames",
         "",
-        f"Noise augmentation at sampling {t.get('aug_level', 0.3):g}; n = {t['n']} clips per set.",
+        f"Noise augmentation at sampling {t.get('aug_level', 0.3):g}; projection onto the input "
+        f"{'on' if t.get('consistency') else 'off'}; n = {t['n']} clips per set.",
         "",
         "| clips | frame repetition | linear blending | optical flow | **TSR (ours)** | gain vs blending | vs flow | consistency |",
         "|---|---|---|---|---|---|---|---|",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .conditioning import known_frames_condition, resize_video, tsr_condition
+from .conditioning import known_frames_condition, resize_video, ssr_project, tsr_condition, tsr_project
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import StageConfig
@@ -108,6 +108,11 @@ class Role:
         at ``aug_logsnr`` (training draws from a generator, sampling uses per-frame seeded noise)."""
         return {}
 
+    def projection(self, cfg: StageConfig, inputs: dict) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """``x0 -> x0`` pulled onto what the input (``inputs``, as for :meth:`condition`) determines,
+        for ``SamplingOptions.consistency``; ``None`` when the role has none."""
+        return None
+
 
 class BaseRole(Role):
     name = "base"
@@ -186,6 +191,21 @@ class SpatialSRRole(Role):
         up = resize_video(inputs["low"], inputs["size"])  # the same tensor when it already has the size
         return {"cond": augment(up), "aug_logsnr": aug_logsnr}
 
+    BACK_PROJECTIONS = 3
+
+    def projection(self, cfg, inputs):
+        if "source" not in inputs:
+            return None
+        src = inputs["source"]
+        h, w = inputs.get("crop", inputs["size"])
+
+        def project(x0):
+            out = x0.clone()
+            out[..., :h, :w] = ssr_project(x0[..., :h, :w], src.to(x0), self.BACK_PROJECTIONS)
+            return out
+
+        return project
+
 
 class TemporalSRRole(Role):
     name = "tsr"
@@ -229,6 +249,12 @@ class TemporalSRRole(Role):
     def condition(self, cfg, inputs, aug_logsnr, augment):
         cond = tsr_condition(augment(inputs["low"]), cfg.temporal_factor, inputs.get("mode", "imagen"))
         return {"cond": cond, "aug_logsnr": aug_logsnr}
+
+    AGREEMENT_TAU = 0.8  # see conditioning.tsr_project (chosen on clips the evaluation does not use)
+
+    def projection(self, cfg, inputs):
+        low = inputs["low"]
+        return lambda x0: tsr_project(x0, low.to(x0), cfg.temporal_factor, self.AGREEMENT_TAU)
 
 
 _REGISTRY: dict[str, Role] = {}

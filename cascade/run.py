@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .checks import check_stage_text
-from .demo import BASE_GUIDANCE, DEMO_DIR, DEMO_FILES, PHENAKI_DEMO_DIR, PHENAKI_DEMO_FILES, SR_AUG_LEVEL
+from .demo import BASE_GUIDANCE, DEMO_DIR, DEMO_FILES, PHENAKI_DEMO_DIR, PHENAKI_DEMO_FILES, SR_AUG_LEVEL, SR_CONSISTENCY
 from .frames import video_to_frames
 from .guidance import GuidanceOptions
 from .phenaki import Phenaki, PhenakiOptions, load_phenaki
@@ -25,12 +25,15 @@ __all__ = ["Cascade", "DEFAULT_OPTIONS", "FAST_OPTIONS", "load_demo_cascade"]
 log = logging.getLogger(__name__)
 
 # default sampling settings of the demo cascade (the evaluation measures exactly these)
+# the SR stages project every prediction onto their input (SamplingOptions.consistency; README, issue 13)
 _SR = SamplingOptions(
-    steps=16, sampler="ddim", guidance=GuidanceOptions(0.0, thresholding=SR_THRESHOLDING), aug_level=SR_AUG_LEVEL
+    steps=16,
+    sampler="ddim",
+    guidance=GuidanceOptions(0.0, thresholding=SR_THRESHOLDING),
+    aug_level=SR_AUG_LEVEL,
+    consistency=SR_CONSISTENCY,
 )
-_SR_FAST = SamplingOptions(
-    steps=8, sampler="distilled_stochastic", guidance=GuidanceOptions(1.0, thresholding=SR_THRESHOLDING), aug_level=SR_AUG_LEVEL
-)
+_SR_FAST = replace(_SR, steps=8, sampler="distilled_stochastic", guidance=GuidanceOptions(1.0, thresholding=SR_THRESHOLDING))
 DEFAULT_OPTIONS = {
     "base": SamplingOptions(steps=32, sampler="ddim", guidance=GuidanceOptions(BASE_GUIDANCE, thresholding="dynamic")),
     "tsr": _SR,

@@ -104,6 +104,15 @@ CORE_SAMPLING = {
     ),
 }
 # the optional inputs both SR nodes end with (in this order: the schema snapshot holds it)
+CONSISTENCY = (
+    "BOOLEAN",
+    {
+        "default": False,
+        "tooltip": "Keep what the input already shows: every prediction is pulled onto the input (SSR: the output scaled "
+        "back down is the input; TSR: the input frames exactly, and what two neighbouring input frames agree on). The "
+        "model draws only what the input does not determine. Off: the paper's stages, which redraw everything.",
+    },
+)
 SR_TAIL = {
     "denoise": (
         "FLOAT",
@@ -128,6 +137,7 @@ SR_TAIL = {
             "stage's frames_per_video), each upsampled on its own with seed + i.",
         },
     ),
+    "consistency": CONSISTENCY,
 }
 
 
@@ -506,12 +516,14 @@ class ImagenVideoSpatialSR:
         sampler=None,
         sigmas=None,
         frames_per_video=0,
+        consistency=False,
         unique_id=None,
     ):
         model.require("ssr", "ImagenVideoSpatialSR")
         parts = _split_videos(image_to_video(images), frames_per_video)
         text, neg = _text(model, positive, negative)
-        opts = _core(replace(_sr_options(steps, guidance, noise_augmentation, seed), denoise=denoise), model, sampler, sigmas)
+        opts = _sr_options(steps, guidance, noise_augmentation, seed)
+        opts = _core(replace(opts, denoise=denoise, consistency=consistency), model, sampler, sigmas)
         out = _run_ssr(model, parts, text, neg, scale, opts, window_frames, tile_size, unique_id)
         return _result(out, None, show_animation, (out.shape[2] // len(parts),))
 
@@ -652,13 +664,15 @@ class ImagenVideoTemporalSR:
         sampler=None,
         sigmas=None,
         frames_per_video=0,
+        consistency=False,
         unique_id=None,
     ):
         model.require("tsr", "ImagenVideoTemporalSR")
         fps = _check_fps(fps)
         parts = _split_videos(image_to_video(images), frames_per_video)
         text, neg = _text(model, positive, negative)
-        opts = _core(replace(_sr_options(steps, guidance, noise_augmentation, seed), denoise=denoise), model, sampler, sigmas)
+        opts = _sr_options(steps, guidance, noise_augmentation, seed)
+        opts = _core(replace(opts, denoise=denoise, consistency=consistency), model, sampler, sigmas)
         out = _run_tsr(model, parts, text, neg, multiplier, frame_count_mode, opts, window_frames, unique_id)
         return _result(out, output_fps(model.stage.config, fps, multiplier), show_animation, (out.shape[2] // len(parts),))
 
@@ -739,6 +753,7 @@ class ImagenVideoDistilledSampler:
                     {"default": "imagen", "tooltip": "TSR students: N*m or (N-1)*m+1 frames."},
                 ),
                 "noise_augmentation": NOISE_AUG,
+                "consistency": _w(CONSISTENCY, "SSR / TSR students: " + CONSISTENCY[1]["tooltip"]),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -760,6 +775,7 @@ class ImagenVideoDistilledSampler:
         multiplier=2,
         frame_count_mode="imagen",
         noise_augmentation=SR_AUG_LEVEL,
+        consistency=False,
         unique_id=None,
     ):
         cfg = model.stage.config
@@ -778,6 +794,7 @@ class ImagenVideoDistilledSampler:
             guidance=GuidanceOptions(guidance, thresholding=thresholding),
             aug_level=noise_augmentation,
             seed=seed,
+            consistency=consistency,
         )
         check_options(model.stage, opts)  # the student's step counts and guidance range, before any work
         if not takes_video:

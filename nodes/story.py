@@ -16,7 +16,7 @@ from ..cascade.story import StoryOptions, parse_story, run_story, story_base_fra
 from ..cascade.video_io import VideoWriter
 from . import adapter
 from .models import MODEL_TYPE, TEXT_ENCODER_TYPE, ready_together
-from .stages import FPS, GUIDANCE, SEED, _check_fps, _preview, _result, _running, _w
+from .stages import CONSISTENCY, FPS, GUIDANCE, NOISE_AUG, SEED, _check_fps, _preview, _result, _running, _w
 
 CATEGORY = "Imagen Video/story"
 STORY_DEFAULT = (
@@ -177,6 +177,16 @@ class ImagenVideoStoryToVideo:
             "optional": {
                 "tsr_model": (MODEL_TYPE, {"tooltip": "Optional TSR stage (frame rate x its factor)."}),
                 "ssr_model": (MODEL_TYPE, {"tooltip": "Optional SSR stage (size x its factor)."}),
+                "sr_noise_augmentation": (
+                    "FLOAT",
+                    {
+                        **NOISE_AUG[1],
+                        "default": 0.3,
+                        "tooltip": "Noise augmentation of the TSR / SSR stages' input (the demo cascade: 0.1; 0.3 keeps "
+                        "what this node did before the input existed).",
+                    },
+                ),
+                "sr_consistency": _w(CONSISTENCY, "TSR / SSR stages: " + CONSISTENCY[1]["tooltip"]),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -200,6 +210,8 @@ class ImagenVideoStoryToVideo:
         filename_prefix,
         tsr_model=None,
         ssr_model=None,
+        sr_noise_augmentation=0.3,
+        sr_consistency=False,
         unique_id=None,
     ):
         model.require("base", "ImagenVideoStoryToVideo")
@@ -210,7 +222,11 @@ class ImagenVideoStoryToVideo:
         scenes = _scenes(story, fps, seconds_per_scene)
         base_opts = SamplingOptions(steps=steps, sampler=sampler_name, guidance=guidance)
         sr_opts = SamplingOptions(
-            steps=sr_steps, sampler=sampler_name, guidance=GuidanceOptions(sr_guidance, thresholding=SR_THRESHOLDING)
+            steps=sr_steps,
+            sampler=sampler_name,
+            guidance=GuidanceOptions(sr_guidance, thresholding=SR_THRESHOLDING),
+            aug_level=sr_noise_augmentation,
+            consistency=sr_consistency,
         )
         options = {"base": base_opts, "tsr": sr_opts, "ssr": sr_opts}
         for m, key in ((model, "base"), (tsr_model, "tsr"), (ssr_model, "ssr")):  # refuse before any work

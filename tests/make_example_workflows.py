@@ -15,6 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from packimport import ROOT, load_pack  # noqa: E402
 from workflows import core_schema, is_widget, pack_schema  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from cascade.demo import SR_AUG_LEVEL, SR_CONSISTENCY  # noqa: E402
+
 OUT = ROOT / "example_workflows"
 BASE, TSR, SSR = "demo_base_16f_32px.safetensors", "demo_tsr_x2_32px.safetensors", "demo_ssr_x2_64px.safetensors"
 BASE_D = "demo_base_16f_32px_distilled_8step.safetensors"
@@ -24,14 +27,24 @@ PROMPT = "a red circle moving right quickly"
 CVIVIT, MASKGIT = "demo_cvivit_17f_32px.safetensors", "demo_maskgit_17f_32px.safetensors"
 
 
+# the demo cascade's settings where a node's widget default keeps the behaviour of older workflows:
+# the SR stages project onto their input (cascade.demo.SR_CONSISTENCY), as `python -m cascade` does
+DEMO_WIDGETS = {
+    "ImagenVideoTemporalSR": {"consistency": SR_CONSISTENCY},
+    "ImagenVideoSpatialSR": {"consistency": SR_CONSISTENCY},
+    "ImagenVideoStoryToVideo": {"sr_noise_augmentation": SR_AUG_LEVEL, "sr_consistency": SR_CONSISTENCY},
+}
+
+
 class Graph:
     def __init__(self, schemas):
         self.schemas, self.nodes, self.links, self.groups, self.notes = schemas, [], [], [], []
 
     def add(self, type_, pos, widgets=None, inputs=None, size=None, title=None):
-        """``widgets``: {name: value} (defaults from the schema otherwise); ``inputs``: {name: (node, output_index)}."""
+        """``widgets``: {name: value} (the demo's settings, else defaults from the schema);
+        ``inputs``: {name: (node, output_index)}."""
         sch = self.schemas[type_]
-        widgets, inputs = widgets or {}, inputs or {}
+        widgets, inputs = {**DEMO_WIDGETS.get(type_, {}), **(widgets or {})}, inputs or {}
         nid = len(self.nodes) + 1
         node = {
             "id": nid,
@@ -172,7 +185,7 @@ def paper_7_stage(schemas):
             n = g.add(
                 "ImagenVideoTemporalSR",
                 (x, 0),
-                {"seed": 10 + i, "steps": 8},
+                {"seed": 10 + i, "steps": 8, "consistency": False},
                 {"model": (lt, 0), "images": img, "fps": fps, "positive": (txt, 0)},
                 size=(300, 420),
                 title=f"stage {i + 2}: TSR x2",
@@ -182,7 +195,7 @@ def paper_7_stage(schemas):
             n = g.add(
                 "ImagenVideoSpatialSR",
                 (x, 0),
-                {"seed": 10 + i, "steps": 8},
+                {"seed": 10 + i, "steps": 8, "consistency": False},
                 {"model": (ls, 0), "images": img, "positive": (txt, 0)},
                 size=(300, 380),
                 title=f"stage {i + 2}: SSR x2",
@@ -207,7 +220,7 @@ def distilled(schemas):
     tsr = g.add(
         "ImagenVideoDistilledSampler",
         (740, 0),
-        {"seed": 43, "guidance": 1.0, "steps": 2},
+        {"seed": 43, "guidance": 1.0, "steps": 2, "consistency": SR_CONSISTENCY},
         {"model": (lt, 0), "positive": (txt, 0), "images": (base, 0), "fps": (base, 1)},
         size=(320, 480),
     )
@@ -215,7 +228,7 @@ def distilled(schemas):
     ssr = g.add(
         "ImagenVideoDistilledSampler",
         (1100, 0),
-        {"seed": 44, "guidance": 1.0, "steps": 4},
+        {"seed": 44, "guidance": 1.0, "steps": 4, "consistency": SR_CONSISTENCY},
         {"model": (ls, 0), "positive": (txt, 0), "images": (tsr, 0), "fps": (tsr, 1)},
         size=(320, 480),
     )

@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from cascade.conditioning import known_frames_condition, resize_video, tsr_condition, tsr_output_frames
+from cascade.conditioning import (
+    known_frames_condition,
+    resize_video,
+    ssr_project,
+    tsr_condition,
+    tsr_output_frames,
+    tsr_project,
+)
 from cascade.windows import WindowedDenoiser, ramp_weights, window_starts
 
 
@@ -104,3 +111,45 @@ def test_windows_blend_in_the_overlap():
     assert torch.allclose(out[16:], torch.full((4,), means[-1]))
     assert (out[1:] >= out[:-1] - 1e-6).all()  # monotone ramps, no jumps back
     assert (out[4:16] > means[0]).all() and (out[4:16] < means[-1]).all()
+
+
+# -- consistency projections (SamplingOptions.consistency) ----------------------------------------------
+
+
+def test_ssr_back_projection_makes_the_output_agree_with_its_input():
+    g = torch.Generator().manual_seed(0)
+    low = torch.rand(2, 3, 3, 8, 12, generator=g) * 2 - 1
+    x0 = torch.rand(2, 3, 3, 16, 24, generator=g) * 2 - 1  # a prediction unrelated to the input
+    err = lambda v: (resize_video(v, (8, 12)) - low).abs().mean().item()  # noqa: E731
+    one, two, many = (ssr_project(x0, low, k) for k in (1, 2, 100))
+    assert err(one) < 0.7 * err(x0) and err(two) < 0.8 * err(one) and err(many) < 1e-4
+    # a prediction that already agrees with the input is left alone
+    assert torch.allclose(ssr_project(many, low, 2), many, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["imagen", "interpolate"])
+def test_tsr_projection_keeps_the_input_frames_and_copies_what_does_not_move(mode):
+    g = torch.Generator().manual_seed(1)
+    n, f = 5, 2
+    n_out = tsr_output_frames(n, f, mode)
+    low = torch.rand(1, 3, n, 6, 6, generator=g) * 2 - 1
+    low[..., :3, :] = 0.25  # the top half of every input frame is the same: it does not move
+    x0 = torch.rand(1, 3, n_out, 6, 6, generator=g) * 2 - 1
+    out = tsr_project(x0, low, f, tau=0.1)
+    assert torch.allclose(out[:, :, ::f][:, :, :n], low, atol=1e-6)  # input frames exactly
+    between = torch.arange(n_out) % f != 0
+    between &= torch.arange(n_out) < (n - 1) * f  # frames between two input frames
+    assert torch.allclose(out[:, :, between, :3], torch.full_like(out[:, :, between, :3], 0.25), atol=1e-6)
+    # where the input frames differ a lot the network's prediction stays, moved by the interpolated error only
+    no_agreement = tsr_project(x0, low, f, tau=0.0)
+    moving = (low[:, :, :-1, 3:] - low[:, :, 1:, 3:]).abs().amax(1) > 0.5  # (1, n-1, 3, 6)
+    idx = torch.arange(n - 1) * f + 1  # the inserted frame after each input frame
+    a, b = out[:, :, idx, 3:], no_agreement[:, :, idx, 3:]
+    assert torch.allclose(a.permute(1, 0, 2, 3, 4)[:, moving], b.permute(1, 0, 2, 3, 4)[:, moving], atol=1e-3)
+    if mode == "imagen":  # past the last input frame: its error is held, nothing is blended
+        assert torch.allclose(out[:, :, -1], x0[:, :, -1] + (low[:, :, -1] - x0[:, :, -f]), atol=1e-6)
+
+
+def test_tsr_projection_refuses_too_few_output_frames():
+    with pytest.raises(ValueError, match="output frames"):
+        tsr_project(torch.zeros(1, 3, 6, 4, 4), torch.zeros(1, 3, 5, 4, 4), 2)

@@ -216,3 +216,30 @@ def test_denoise_is_refused_where_it_has_no_meaning():
     student = tiny_stage("ssr", distilled=True)
     with pytest.raises(ValueError, match="use denoise = 1"):
         upsample_spatial(student, torch.zeros(1, 3, 2, 4, 4), txt(), options=SamplingOptions(steps=4, guidance=1.0, denoise=0.5))
+
+
+def test_consistency_projects_sr_outputs_onto_their_input():
+    from dataclasses import replace
+
+    from cascade.conditioning import resize_video
+
+    g = torch.Generator().manual_seed(3)
+    proj = replace(FAST, consistency=True)
+    tsr = tiny_stage("tsr")
+    low = torch.rand(1, 3, 5, 8, 8, generator=g) * 1.6 - 0.8
+    for mode in ("imagen", "interpolate"):
+        out = upsample_temporal(tsr, low, txt(), mode=mode, options=proj, window=6, overlap=2)
+        raw = upsample_temporal(tsr, low, txt(), mode=mode, options=FAST, window=6, overlap=2)
+        assert torch.allclose(out[:, :, ::2][:, :, :5], low, atol=1e-5)  # the input frames, exactly
+        assert not torch.allclose(raw[:, :, ::2][:, :, :5], low, atol=0.05)  # the untrained net redraws them
+    ssr = tiny_stage("ssr")
+    low = resize_video(torch.rand(1, 3, 3, 3, 4, generator=g) * 1.6 - 0.8, (5, 7))  # odd sizes: padded inside
+    err = lambda v: (resize_video(v, (5, 7)) - low).abs().mean().item()  # noqa: E731
+    out = upsample_spatial(ssr, low, txt(), options=proj)
+    raw = upsample_spatial(ssr, low, txt(), options=FAST)
+    assert out.shape == raw.shape == (1, 3, 3, 10, 14)
+    assert err(out) < 0.3 * err(raw)
+    with pytest.raises(ValueError, match="SR stages"):
+        generate(tiny_stage("base"), txt(), options=proj)
+    with pytest.raises(ValueError, match="True or False"):
+        SamplingOptions(consistency=1)
