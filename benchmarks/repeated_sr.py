@@ -88,6 +88,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="sampling steps of every SR stage (the workflow's 8)")
     ap.add_argument("--models", default=str(DEMO_DIR))
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--consistency", choices=("on", "off"), help="projection onto each stage's input (default: the demo cascade's, on)"
+    )
     ap.add_argument("--out", default="benchmarks/results/repeated_sr")
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -104,6 +107,8 @@ def main() -> None:
         gt = render(attrs, frames, size, step, a.seed)
         t0 = time.time()
         opts = replace(DEFAULT_OPTIONS[role], steps=a.steps, seed=a.seed + k)
+        if a.consistency:
+            opts = replace(opts, consistency=a.consistency == "on")
         if role == "tsr":
             out = upsample_temporal(stages["tsr"], ours, text, options=opts)
             simple = blend_up(base)

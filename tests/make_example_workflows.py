@@ -185,7 +185,7 @@ def paper_7_stage(schemas):
             n = g.add(
                 "ImagenVideoTemporalSR",
                 (x, 0),
-                {"seed": 10 + i, "steps": 8, "consistency": False},
+                {"seed": 10 + i, "steps": 8},
                 {"model": (lt, 0), "images": img, "fps": fps, "positive": (txt, 0)},
                 size=(300, 420),
                 title=f"stage {i + 2}: TSR x2",
@@ -195,7 +195,7 @@ def paper_7_stage(schemas):
             n = g.add(
                 "ImagenVideoSpatialSR",
                 (x, 0),
-                {"seed": 10 + i, "steps": 8, "consistency": False},
+                {"seed": 10 + i, "steps": 8},
                 {"model": (ls, 0), "images": img, "positive": (txt, 0)},
                 size=(300, 380),
                 title=f"stage {i + 2}: SSR x2",
