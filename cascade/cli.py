@@ -199,6 +199,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     cascade = load_demo_cascade(a.models, fast=a.fast, base=a.base, phenaki_dir=a.phenaki_dir)
     if a.base_only:
         cascade.tsr = cascade.ssr = None
+    _sr_consistency(cascade, a)
     for role, steps in (("base", a.steps), ("tsr", a.sr_steps), ("ssr", a.sr_steps)):
         if steps is not None:
             cascade.options[role] = replace(cascade.options[role], steps=steps)
@@ -238,7 +239,23 @@ def add_generate(sub) -> None:
     p.add_argument("--models", help="folder with the stage files (default: the pack's models/imagen_video)")
     _add_base_args(p)
     p.add_argument("--base-only", action="store_true", help="write the base's video only (no TSR / SSR)")
+    _add_sr_consistency(p)
     p.set_defaults(fn=cmd_generate)
+
+
+def _add_sr_consistency(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sr-consistency",
+        choices=("on", "off"),
+        help="TSR / SSR: pull every prediction onto the input (default on; off: the stages redraw everything, and may "
+        "redraw a shape the base drew badly from the prompt)",
+    )
+
+
+def _sr_consistency(cascade, a: argparse.Namespace) -> None:
+    if a.sr_consistency is not None:
+        for role in ("tsr", "ssr"):
+            cascade.options[role] = dataclasses.replace(cascade.options[role], consistency=a.sr_consistency == "on")
 
 
 def _add_base_args(p: argparse.ArgumentParser) -> None:
@@ -371,6 +388,7 @@ def cmd_story(a: argparse.Namespace) -> int:
         base_file = Path(a.models or DEMO_DIR) / DEMO_FILES["base_distilled" if a.fast else "base"]
         scenes = parse_story(text, fps=read_stage_config(base_file).fps, default_seconds=a.seconds)  # before any model loads
         cascade = load_demo_cascade(a.models, fast=a.fast)
+    _sr_consistency(cascade, a)
     base_fps = cascade.base_fps
     out_fps = base_fps if a.base_only else output_fps(cascade.tsr.config, base_fps)
     total = sum(s.frames for s in scenes)
@@ -443,6 +461,7 @@ def add_story(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="the story's seed: the same seed and story give the same video")
     p.add_argument("--models", help="folder with the stage files (default: the pack's models/imagen_video)")
     p.add_argument("--report", help="write timing per scene as JSON")
+    _add_sr_consistency(p)
     _add_base_args(p)
     p.add_argument(
         "--phenaki-context",

@@ -243,3 +243,18 @@ def test_consistency_projects_sr_outputs_onto_their_input():
         generate(tiny_stage("base"), txt(), options=proj)
     with pytest.raises(ValueError, match="True or False"):
         SamplingOptions(consistency=1)
+
+
+def test_cli_sr_consistency_switch_sets_both_sr_stages_and_nothing_else():
+    import argparse
+    from types import SimpleNamespace
+
+    from cascade.cli import _sr_consistency
+    from cascade.run import DEFAULT_OPTIONS
+
+    for flag, expected in (("off", False), ("on", True), (None, DEFAULT_OPTIONS["tsr"].consistency)):
+        cascade = SimpleNamespace(options=dict(DEFAULT_OPTIONS))
+        _sr_consistency(cascade, argparse.Namespace(sr_consistency=flag))
+        assert cascade.options["tsr"].consistency is expected and cascade.options["ssr"].consistency is expected
+        assert cascade.options["base"] == DEFAULT_OPTIONS["base"]
+    assert DEFAULT_OPTIONS["tsr"].consistency and DEFAULT_OPTIONS["ssr"].consistency  # the demo's default
