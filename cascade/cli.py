@@ -243,19 +243,24 @@ def add_generate(sub) -> None:
     p.set_defaults(fn=cmd_generate)
 
 
-def _add_sr_consistency(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--sr-consistency",
-        choices=("on", "off"),
-        help="TSR / SSR: pull every prediction onto the input (default on; off: the stages redraw everything, and may "
-        "redraw a shape the base drew badly from the prompt)",
-    )
+_SR_CONSISTENCY_HELP = (
+    "TSR / SSR: pull every prediction onto the input (default on; off: the stages redraw everything, and may "
+    "redraw a shape the base drew badly from the prompt)"
+)
+
+
+def _add_sr_consistency(p: argparse.ArgumentParser, help: str = _SR_CONSISTENCY_HELP) -> None:
+    p.add_argument("--sr-consistency", choices=("on", "off"), help=help)
+
+
+def _on_off(value: str | None) -> bool | None:
+    return None if value is None else value == "on"
 
 
 def _sr_consistency(cascade, a: argparse.Namespace) -> None:
     if a.sr_consistency is not None:
         for role in ("tsr", "ssr"):
-            cascade.options[role] = dataclasses.replace(cascade.options[role], consistency=a.sr_consistency == "on")
+            cascade.options[role] = dataclasses.replace(cascade.options[role], consistency=_on_off(a.sr_consistency))
 
 
 def _add_base_args(p: argparse.ArgumentParser) -> None:
@@ -307,7 +312,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         cache=a.cache,
         sr_sets=tuple(a.sr_sets.split(",")) if a.sr_sets else EvalConfig.sr_sets,
         sr_aug=a.sr_aug,
-        sr_consistency=None if a.sr_consistency is None else a.sr_consistency == "on",
+        sr_consistency=_on_off(a.sr_consistency),
         phenaki=a.phenaki_dir,
         device=a.device,
     )
@@ -342,10 +347,8 @@ def add_evaluate(sub) -> None:
         type=float,
         help="SR parts: noise-augmentation level at sampling (default: the stages' default, cascade.demo.SR_AUG_LEVEL)",
     )
-    p.add_argument(
-        "--sr-consistency",
-        choices=("on", "off"),
-        help="SR parts: project every prediction onto the input (default: the cascade's default, on; off: the stages alone)",
+    _add_sr_consistency(
+        p, "SR parts: project every prediction onto the input (default: the cascade's default, on; off: the stages alone)"
     )
     p.add_argument(
         "--phenaki-dir", help="part phenaki: the Phenaki tokenizer and transformer folder (default: the pack's models/phenaki)"

@@ -79,9 +79,8 @@ class EvalConfig:
     # clip sets of the SR parts (SR_CLIP_SETS); the SSR skips the motion-only ones
     sr_sets: tuple[str, ...] = ("seen", "fast", "slow", "unlike")
     sr_aug: float | None = None  # SR parts: noise-augmentation level at sampling (default: the stage default)
-    sr_consistency: bool | None = (
-        None  # SR parts: projection onto the input (SamplingOptions.consistency; default: the cascade's)
-    )
+    # SR parts: projection onto the input (SamplingOptions.consistency; default: the cascade's)
+    sr_consistency: bool | None = None
     phenaki: str | None = None  # folder with the Phenaki tokenizer + transformer (part "phenaki"; default: the pack's)
     device: str = "cpu"  # where the models run ("cuda" on a GPU); clips and metrics stay on the CPU
 

@@ -191,17 +191,14 @@ class SpatialSRRole(Role):
         up = resize_video(inputs["low"], inputs["size"])  # the same tensor when it already has the size
         return {"cond": augment(up), "aug_logsnr": aug_logsnr}
 
-    BACK_PROJECTIONS = 3
-
     def projection(self, cfg, inputs):
-        if "source" not in inputs:
+        if "source" not in inputs:  # not built by upsample_spatial (e.g. pipeline.transform): nothing to project onto
             return None
-        src = inputs["source"]
-        h, w = inputs.get("crop", inputs["size"])
+        src, (h, w) = inputs["source"], inputs["crop"]  # the unpadded input and the output's size before padding
 
         def project(x0):
             out = x0.clone()
-            out[..., :h, :w] = ssr_project(x0[..., :h, :w], src.to(x0), self.BACK_PROJECTIONS)
+            out[..., :h, :w] = ssr_project(x0[..., :h, :w], src.to(x0))
             return out
 
         return project
@@ -250,11 +247,9 @@ class TemporalSRRole(Role):
         cond = tsr_condition(augment(inputs["low"]), cfg.temporal_factor, inputs.get("mode", "imagen"))
         return {"cond": cond, "aug_logsnr": aug_logsnr}
 
-    AGREEMENT_TAU = 0.8  # see conditioning.tsr_project (chosen on clips the evaluation does not use)
-
     def projection(self, cfg, inputs):
         low = inputs["low"]
-        return lambda x0: tsr_project(x0, low.to(x0), cfg.temporal_factor, self.AGREEMENT_TAU)
+        return lambda x0: tsr_project(x0, low.to(x0), cfg.temporal_factor)
 
 
 _REGISTRY: dict[str, Role] = {}

@@ -103,7 +103,6 @@ CORE_SAMPLING = {
         },
     ),
 }
-# the optional inputs both SR nodes end with (in this order: the schema snapshot holds it)
 CONSISTENCY = (
     "BOOLEAN",
     {
@@ -113,6 +112,7 @@ CONSISTENCY = (
         "model draws only what the input does not determine. Off: the paper's stages, which redraw everything.",
     },
 )
+# the optional inputs both SR nodes end with (in this order: the schema snapshot holds it)
 SR_TAIL = {
     "denoise": (
         "FLOAT",
