@@ -139,6 +139,7 @@ class DistillationInfo:
     sampler: str = "distilled_stochastic"
     teacher: str = ""
     teacher_steps: int = 0
+    consistency: bool = False  # its targets: the teacher sampled with the projection onto the SR input
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
@@ -150,6 +151,8 @@ class DistillationInfo:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["steps"] = list(self.steps)
+        if not self.consistency:  # files distilled without it read as before, in older versions too
+            del d["consistency"]
         return d
 
     @classmethod

@@ -28,6 +28,7 @@ from .checkpoint import read_stage_config
 from .config import DistillationInfo
 from .diffusion import VDenoiser, distillation_target, sample_aug_logsnr
 from .guidance import ClassifierFreeGuidance
+from .roles import Role, get_role
 from .stage import Stage, load_stage
 from .text import TextEmbedding, load_text_encoder
 from .train import (
@@ -67,6 +68,11 @@ class DistillConfig(RunConfig):
     warmup: int = setting(0, "linear warm-up steps of each round")
     lr_decay: str = setting("linear", "learning-rate schedule of each round", choices=("constant", "cosine", "linear"))
     adam_beta2: float = setting(0.999, "AdamW beta2")
+    consistency: bool = setting(
+        False,
+        "SR stages: the student learns the teacher sampled with the projection onto the input "
+        "(SamplingOptions.consistency); its own predictions stay unprojected, so it also samples without it",
+    )
     images: str | None = setting(None, "not used by distillation (videos only)", cli=False)
     data_workers: int = setting(0, "not used by distillation (batches are built in the process)", cli=False)
 
@@ -117,6 +123,12 @@ class _Distiller:
         tcfg = self.teacher.config
         if tcfg.is_distilled:
             raise ValueError(f"{cfg.teacher} is already distilled; distil from the original (undistilled) stage.")
+        self.role = get_role(tcfg.role)
+        if cfg.consistency and type(self.role).projection is Role.projection:
+            raise ValueError(
+                f"consistency=True distils the projection onto an SR stage's input; {tcfg.describe()} has none. "
+                "Leave it off (--no-consistency)."
+            )
         self.encoder = encoder or load_text_encoder(cfg.text_encoder, device=self.acc.device)
         if tcfg.text_dim and self.encoder.width != tcfg.text_dim:
             raise ValueError(
@@ -163,7 +175,8 @@ class _Distiller:
         kw = {k: v.to(self.acc.device) for k, v in kw.items()}
         kw["video_mask"] = data["video_mask"].to(self.acc.device)
         w = self.cfg.w_min + (self.cfg.w_max - self.cfg.w_min) * torch.rand(b, generator=g)
-        return data["x"].to(self.acc.device), text, kw, w.to(self.acc.device), g
+        project = self.role.projection(self.teacher.config, data) if self.cfg.consistency else None
+        return data["x"].to(self.acc.device), text, kw, w.to(self.acc.device), g, _Projection(project)
 
     def _optimise(self, student: Stage, steps: int, loss_fn, tag: str, seconds: float = math.inf) -> None:
         """``steps`` optimiser steps, or as many as fit in ``seconds`` (counted from the speed of the
@@ -208,12 +221,12 @@ class _Distiller:
         self.teacher.net.eval().requires_grad_(False)
 
         def loss_fn(model, step):
-            x, text, kw, w, g = self.batch(step, salt=1)
+            x, text, kw, w, g, project = self.batch(step, salt=1)
             t = torch.rand(x.shape[0], generator=g)
             s = self.schedule.vesigma(t).to(x.device).clamp(min=self.schedule.sigma_min)
             x_t = x + s.reshape(-1, 1, 1, 1, 1) * torch.randn(x.shape, generator=g).to(x)
             with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-                target = self._guided_batch(teacher_den, x_t, s, text, w, kw)
+                target = project(self._guided_batch(teacher_den, x_t, s, text, w, kw))
             pred = VDenoiser(model, self.schedule)(x_t, s, text=text, guidance=w, **kw)
             return _weighted_x_mse(pred, target, s)
 
@@ -232,7 +245,7 @@ class _Distiller:
         t_den = VDenoiser(teacher.net.eval().requires_grad_(False), self.schedule)
 
         def loss_fn(model, step):
-            x, text, kw, w, g = self.batch(step, salt=100 + n_student)
+            x, text, kw, w, g, project = self.batch(step, salt=100 + n_student)
             b = x.shape[0]
             i = torch.randint(1, n_student + 1, (b,), generator=g).double()
             t, t_mid, t_next = i / n_student, (i - 0.5) / n_student, (i - 1) / n_student
@@ -241,7 +254,7 @@ class _Distiller:
             s, s_mid, s_next = (v.to(x.device) for v in (s, s_mid, s_next))
             x_t = x + s.reshape(-1, 1, 1, 1, 1) * torch.randn(x.shape, generator=g).to(x)
             with torch.no_grad(), torch.autocast(x.device.type, enabled=False):  # the target in fp32
-                target = distillation_target(t_den, x_t, s, s_mid, s_next, text=text, guidance=w, **kw)
+                target = distillation_target(project.denoiser(t_den), x_t, s, s_mid, s_next, text=text, guidance=w, **kw)
             pred = VDenoiser(model, self.schedule)(x_t, s, text=text, guidance=w, **kw)
             return _weighted_x_mse(pred, target, s)
 
@@ -258,6 +271,7 @@ class _Distiller:
             sampler="distilled_stochastic",
             teacher=Path(c.teacher).name,
             teacher_steps=c.teacher_steps,
+            consistency=c.consistency,
         )
         cfg = student.config.replace(distillation=info, name=f"{self.teacher.config.name}-distilled-{steps}step")
         path = self.out / f"student_{steps}step.safetensors"
@@ -265,6 +279,20 @@ class _Distiller:
             Stage(cfg, student.net).save(path)
         self.acc.wait_for_everyone()
         return path
+
+
+class _Projection:
+    """``consistency``: the role's projection of a prediction onto the batch's input (identity when off)."""
+
+    def __init__(self, project=None):
+        self.project = project
+
+    def __call__(self, x0: torch.Tensor) -> torch.Tensor:
+        return x0 if self.project is None else self.project(x0)
+
+    def denoiser(self, den):
+        """``den`` with each prediction projected, as sampling with ``consistency`` runs it."""
+        return den if self.project is None else (lambda x, s, **cond: self.project(den(x, s, **cond)))
 
 
 def _weighted_x_mse(pred: torch.Tensor, target: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

@@ -192,9 +192,12 @@ class SpatialSRRole(Role):
         return {"cond": augment(up), "aug_logsnr": aug_logsnr}
 
     def projection(self, cfg, inputs):
-        if "source" not in inputs:  # not built by upsample_spatial (e.g. pipeline.transform): nothing to project onto
+        if "source" in inputs:  # built by upsample_spatial: the unpadded input and the output's size before padding
+            src, (h, w) = inputs["source"], inputs["crop"]
+        elif tuple(inputs["low"].shape[-2:]) != tuple(inputs["size"]):  # training inputs (distillation): low-res clips
+            src, (h, w) = inputs["low"], inputs["size"]
+        else:  # an input already at the output size (e.g. pipeline.transform): nothing to project onto
             return None
-        src, (h, w) = inputs["source"], inputs["crop"]  # the unpadded input and the output's size before padding
 
         def project(x0):
             out = x0.clone()

@@ -147,6 +147,50 @@ def test_progressive_round_reduces_the_distillation_loss(tmp_path):
     assert len(losses) == 6 and losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.parametrize("role", ["tsr", "ssr"])
+def test_consistency_distillation_projects_teacher_and_student_onto_the_input(tmp_path, role):
+    """``consistency``: the teacher's targets are projected onto what the SR input determines (TSR:
+    the input frames; SSR: the output scaled back down), and the student file records it (files
+    distilled without it keep their old metadata)."""
+    from cascade.conditioning import resize_video
+    from cascade.distill import _Distiller
+
+    teacher = minilm_stage(role)
+    teacher.save(tmp_path / "t.safetensors")
+    cfg = DistillConfig(
+        teacher=str(tmp_path / "t.safetensors"),
+        out=str(tmp_path / "o"),
+        teacher_steps=4,
+        target_steps=2,
+        guided_steps=2,
+        steps_per_round=2,
+        batch=2,
+        log_every=1,
+        consistency=True,
+    )
+    d = _Distiller(cfg)
+    x, *_, project = d.batch(0, salt=1)
+    data_low = x[:, :, ::2] if role == "tsr" else resize_video(x, (8, 8))
+    y = project(torch.randn_like(x))
+    if role == "tsr":
+        assert torch.allclose(y[:, :, ::2], data_low, atol=1e-5)
+    else:
+        assert psnr(((resize_video(y, (8, 8)) + 1) / 2).clamp(0, 1), (data_low + 1) / 2) > 25.0
+    paths = distill(cfg)
+    assert load_stage(paths[-1], role=role).config.distillation.consistency
+    off = DistillConfig(**{**cfg.__dict__, "out": str(tmp_path / "off"), "consistency": False})
+    st = load_stage(distill(off)[-1], role=role)
+    assert not st.config.distillation.consistency and "consistency" not in st.config.distillation.to_dict()
+
+
+def test_consistency_distillation_refuses_a_stage_without_a_projection(tmp_path):
+    minilm_stage("base").save(tmp_path / "b.safetensors")
+    from cascade.distill import _Distiller
+
+    with pytest.raises(ValueError, match="has none.*--no-consistency"):
+        _Distiller(DistillConfig(teacher=str(tmp_path / "b.safetensors"), out=str(tmp_path / "o"), consistency=True))
+
+
 def test_detector_reads_ground_truth_and_rejects_blank():
     import numpy as np
 
