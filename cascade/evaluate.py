@@ -515,10 +515,17 @@ class _Evaluator:
             res[f"{role} teacher"] = {**t_res, "steps": t_opts.steps, "guidance": t_opts.guidance.w, "nfe_per_video": nfe}
             for n, key in students.items():
                 s_res, s_out = run(key, replace(FAST_OPTIONS[role], steps=n))
+                # what a user has without a student: the teacher itself at the student's step count
+                f_res, f_out = run(role, replace(t_opts, steps=n))
                 res[f"{role} student {n}-step"] = {
                     **s_res,
                     "nfe_per_video": n,  # one evaluation per step
                     "paired_psnr_vs_teacher": psnr((s_out + 1) / 2, (t_out + 1) / 2),
+                    "teacher_same_steps": {
+                        **{k: v for k, v in f_res.items() if not isinstance(v, dict)},
+                        "nfe_per_video": (2 if t_opts.guidance.w else 1) * n,
+                        "paired_psnr_vs_teacher": psnr((f_out + 1) / 2, (t_out + 1) / 2),
+                    },
                 }
         return res
 

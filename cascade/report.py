@@ -126,6 +126,12 @@ def report(r: dict) -> str:
                         f"| student | {n.removesuffix('-step')} | {s['nfe_per_video']} | {s[key]:.2f} dB | {s[key] - t[key]:+.2f} dB | "
                         f"{s['paired_psnr_vs_teacher']:.2f} dB |"
                     )
+                    if "teacher_same_steps" in s:  # the undistilled teacher at the student's step count
+                        f = s["teacher_same_steps"]
+                        lines.append(
+                            f"| teacher, DDIM | {n.removesuffix('-step')} | {f['nfe_per_video']} | {f[key]:.2f} dB | "
+                            f"{f[key] - t[key]:+.2f} dB | {f['paired_psnr_vs_teacher']:.2f} dB |"
+                        )
             lines.append("")
         lines.append("")
     lines.append(f"Total evaluation time: {r.get('seconds', 0) / 60:.1f} min.")

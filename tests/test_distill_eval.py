@@ -284,11 +284,14 @@ def test_evaluate_writes_results_and_report(tmp_path, demo_dir):
     assert r["distilled"]["tsr teacher"]["psnr_inserted"] == r["tsr"]["psnr_inserted"]
     assert [k for k in r["distilled"] if k.startswith("tsr student")] == ["tsr student 8-step", "tsr student 2-step"]
     assert r["distilled"]["tsr student 2-step"]["nfe_per_video"] == 2
+    # beside each student, the undistilled teacher at the same step count (what a user has without it)
+    same = r["distilled"]["tsr student 2-step"]["teacher_same_steps"]
+    assert same["nfe_per_video"] == 2 and {"psnr_inserted", "paired_psnr_vs_teacher"} <= set(same)
     default_w = r["base"][f"w={base_opts.guidance.w:g}"]
     assert r["distilled"]["base teacher"]["seen"] == {k: v for k, v in default_w["seen"].items() if k != "seconds"}
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "Base prompt adherence" in report and "SSR x2" in report and "Distilled students" in report
-    assert "| student | 2 | 2 |" in report
+    assert "| student | 2 | 2 |" in report and "| teacher, DDIM | 2 | 2 |" in report
     assert (tmp_path / "eval" / "base_seen.png").exists()
 
 
