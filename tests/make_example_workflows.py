@@ -220,7 +220,7 @@ def distilled(schemas):
     tsr = g.add(
         "ImagenVideoDistilledSampler",
         (740, 0),
-        {"seed": 43, "guidance": 1.0, "steps": 2, "consistency": SR_CONSISTENCY},
+        {"seed": 43, "guidance": 0.0, "steps": 2, "consistency": SR_CONSISTENCY},
         {"model": (lt, 0), "positive": (txt, 0), "images": (base, 0), "fps": (base, 1)},
         size=(320, 480),
     )
@@ -228,7 +228,7 @@ def distilled(schemas):
     ssr = g.add(
         "ImagenVideoDistilledSampler",
         (1100, 0),
-        {"seed": 44, "guidance": 1.0, "steps": 4, "consistency": SR_CONSISTENCY},
+        {"seed": 44, "guidance": 0.0, "steps": 4, "consistency": SR_CONSISTENCY},
         {"model": (ls, 0), "positive": (txt, 0), "images": (tsr, 0), "fps": (tsr, 1)},
         size=(320, 480),
     )
