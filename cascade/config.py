@@ -139,7 +139,7 @@ class DistillationInfo:
     sampler: str = "distilled_stochastic"
     teacher: str = ""
     teacher_steps: int = 0
-    consistency: bool = False  # its targets: the teacher sampled with the projection onto the SR input
+    consistency: bool = False  # distilled with the projection onto the SR input: sample it with consistency on
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))

@@ -336,6 +336,13 @@ def _sample_input_video(stage, padded, crop, text, negative, options, *, inputs,
     """A video-taking stage on its (padded) input: the role's condition, the sampling core, the
     padding cropped off. ``frames``: the output frame count when it differs from the input's."""
     wrap = None
+    d = stage.config.distillation
+    if d is not None and d.consistency and not options.consistency:
+        log.warning(
+            "%s was distilled with the projection onto its input: without it (consistency off) its video is worse. "
+            "Turn consistency on.",
+            stage.source or stage.config.name or "This student",
+        )
     if options.consistency:
         project = get_role(stage.role).projection(stage.config, inputs)
         if project is None:

@@ -149,9 +149,10 @@ def test_progressive_round_reduces_the_distillation_loss(tmp_path):
 
 @pytest.mark.parametrize("role", ["tsr", "ssr"])
 def test_consistency_distillation_projects_teacher_and_student_onto_the_input(tmp_path, role):
-    """``consistency``: the teacher's targets are projected onto what the SR input determines (TSR:
-    the input frames; SSR: the output scaled back down), and the student file records it (files
-    distilled without it keep their old metadata)."""
+    """``consistency``: the teacher's and the student's predictions are projected onto what the SR
+    input determines (TSR: the input frames; SSR: the output scaled back down), the student's loss
+    differentiates through it, and the student file records it (files distilled without it keep
+    their old metadata)."""
     from cascade.conditioning import resize_video
     from cascade.distill import _Distiller
 
@@ -176,6 +177,9 @@ def test_consistency_distillation_projects_teacher_and_student_onto_the_input(tm
         assert torch.allclose(y[:, :, ::2], data_low, atol=1e-5)
     else:
         assert psnr(((resize_video(y, (8, 8)) + 1) / 2).clamp(0, 1), (data_low + 1) / 2) > 25.0
+    z = torch.randn_like(x, requires_grad=True)
+    project(z).square().sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
     paths = distill(cfg)
     assert load_stage(paths[-1], role=role).config.distillation.consistency
     off = DistillConfig(**{**cfg.__dict__, "out": str(tmp_path / "off"), "consistency": False})

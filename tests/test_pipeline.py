@@ -4,6 +4,7 @@ from helpers import tiny_stage
 
 from cascade.guidance import GuidanceOptions
 from cascade.pipeline import SamplingOptions, frame_noise, generate, upsample_spatial, upsample_temporal
+from cascade.stage import Stage
 from cascade.text import TextEmbedding
 
 
@@ -243,6 +244,24 @@ def test_consistency_projects_sr_outputs_onto_their_input():
         generate(tiny_stage("base"), txt(), options=proj)
     with pytest.raises(ValueError, match="True or False"):
         SamplingOptions(consistency=1)
+
+
+def test_a_student_distilled_with_the_projection_warns_when_sampled_without_it(caplog):
+    from dataclasses import replace
+
+    from cascade.config import DistillationInfo
+
+    student = tiny_stage("tsr", distilled=True)
+    info = DistillationInfo(steps=(2,), w_max=5.0, consistency=True)
+    student = Stage(student.config.replace(distillation=info), student.net)
+    opts = SamplingOptions(steps=2, guidance=0.0)
+    low = torch.zeros(1, 3, 3, 8, 8)
+    with caplog.at_level("WARNING", logger="cascade.pipeline"):
+        upsample_temporal(student, low, txt(), options=replace(opts, consistency=True))
+    assert "distilled with the projection" not in caplog.text
+    with caplog.at_level("WARNING", logger="cascade.pipeline"):
+        upsample_temporal(student, low, txt(), options=opts)
+    assert "distilled with the projection" in caplog.text and "Turn consistency on" in caplog.text
 
 
 def test_cli_sr_consistency_switch_sets_both_sr_stages_and_nothing_else():
