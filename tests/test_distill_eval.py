@@ -42,6 +42,13 @@ def minilm_stage(role, seed=0, **kw) -> Stage:
     return stage
 
 
+def small_distillation(tmp_path, role, **kw) -> DistillConfig:
+    """A tiny teacher of ``role`` saved under ``tmp_path`` and a two-round distillation of it (8 -> 2 steps)."""
+    minilm_stage(role).save(tmp_path / "teacher.safetensors")
+    fields = dict(teacher_steps=8, target_steps=2, guided_steps=2, steps_per_round=2, batch=2, log_every=1)
+    return DistillConfig(teacher=str(tmp_path / "teacher.safetensors"), out=str(tmp_path / "out"), **{**fields, **kw})
+
+
 def test_round_schedule():
     assert round_schedule(64, 8) == [32, 16, 8]
     assert round_schedule(16, 2) == [8, 4, 2]
@@ -63,20 +70,7 @@ def test_guided_student_starts_as_the_conditional_teacher():
 
 @pytest.mark.parametrize("role", ["base", "tsr", "ssr"])
 def test_distill_writes_students_that_record_what_they_were_distilled_for(tmp_path, role):
-    teacher = minilm_stage(role)
-    teacher.save(tmp_path / "teacher.safetensors")
-    cfg = DistillConfig(
-        teacher=str(tmp_path / "teacher.safetensors"),
-        out=str(tmp_path / "out"),
-        teacher_steps=8,
-        target_steps=2,
-        guided_steps=2,
-        steps_per_round=2,
-        batch=2,
-        w_min=0.0,
-        w_max=4.0,
-        log_every=1,
-    )
+    cfg = small_distillation(tmp_path, role, w_min=0.0, w_max=4.0)
     paths = distill(cfg)
     assert [p.name for p in paths] == ["student_8step.safetensors", "student_4step.safetensors", "student_2step.safetensors"]
     st = load_stage(paths[-1], role=role)
@@ -156,19 +150,7 @@ def test_consistency_distillation_projects_teacher_and_student_onto_the_input(tm
     from cascade.conditioning import resize_video
     from cascade.distill import _Distiller
 
-    teacher = minilm_stage(role)
-    teacher.save(tmp_path / "t.safetensors")
-    cfg = DistillConfig(
-        teacher=str(tmp_path / "t.safetensors"),
-        out=str(tmp_path / "o"),
-        teacher_steps=4,
-        target_steps=2,
-        guided_steps=2,
-        steps_per_round=2,
-        batch=2,
-        log_every=1,
-        consistency=True,
-    )
+    cfg = small_distillation(tmp_path, role, teacher_steps=4, consistency=True)
     d = _Distiller(cfg)
     x, *_, project = d.batch(0, salt=1)
     data_low = x[:, :, ::2] if role == "tsr" else resize_video(x, (8, 8))
