@@ -28,6 +28,7 @@ from .checkpoint import read_stage_config
 from .config import DistillationInfo
 from .diffusion import VDenoiser, distillation_target, sample_aug_logsnr
 from .guidance import ClassifierFreeGuidance
+from .pipeline import Projected
 from .roles import Role, get_role
 from .stage import Stage, load_stage
 from .text import TextEmbedding, load_text_encoder
@@ -176,8 +177,11 @@ class _Distiller:
         kw = {k: v.to(self.acc.device) for k, v in kw.items()}
         kw["video_mask"] = data["video_mask"].to(self.acc.device)
         w = self.cfg.w_min + (self.cfg.w_max - self.cfg.w_min) * torch.rand(b, generator=g)
-        project = self.role.projection(self.teacher.config, data) if self.cfg.consistency else None
-        return data["x"].to(self.acc.device), text, kw, w.to(self.acc.device), g, _Projection(project)
+        # consistency: the role's projection onto the batch's input (affine, so the student's loss
+        # differentiates through it); projecting the student too matters: unprojected, its loss is
+        # dominated (about 50x, demo TSR) by the teacher's own distance to its input, which sampling removes
+        project = self.role.projection(self.teacher.config, data) if self.cfg.consistency else _unchanged
+        return data["x"].to(self.acc.device), text, kw, w.to(self.acc.device), g, project
 
     def _optimise(self, student: Stage, steps: int, loss_fn, tag: str, seconds: float = math.inf) -> None:
         """``steps`` optimiser steps, or as many as fit in ``seconds`` (counted from the speed of the
@@ -255,7 +259,7 @@ class _Distiller:
             s, s_mid, s_next = (v.to(x.device) for v in (s, s_mid, s_next))
             x_t = x + s.reshape(-1, 1, 1, 1, 1) * torch.randn(x.shape, generator=g).to(x)
             with torch.no_grad(), torch.autocast(x.device.type, enabled=False):  # the target in fp32
-                target = distillation_target(project.denoiser(t_den), x_t, s, s_mid, s_next, text=text, guidance=w, **kw)
+                target = distillation_target(Projected(t_den, project), x_t, s, s_mid, s_next, text=text, guidance=w, **kw)
             pred = project(VDenoiser(model, self.schedule)(x_t, s, text=text, guidance=w, **kw))
             return _weighted_x_mse(pred, target, s)
 
@@ -282,21 +286,9 @@ class _Distiller:
         return path
 
 
-class _Projection:
-    """``consistency``: the role's projection of a prediction onto the batch's input (identity when off).
-    It is affine in the prediction, so the student's loss differentiates through it. Projecting the
-    student too matters: unprojected, the loss is dominated (about 50x, demo TSR) by the teacher's own
-    distance to its input, which the projection removes at sampling anyway."""
-
-    def __init__(self, project=None):
-        self.project = project
-
-    def __call__(self, x0: torch.Tensor) -> torch.Tensor:
-        return x0 if self.project is None else self.project(x0)
-
-    def denoiser(self, den):
-        """``den`` with each prediction projected, as sampling with ``consistency`` runs it."""
-        return den if self.project is None else (lambda x, s, **cond: self.project(den(x, s, **cond)))
+def _unchanged(x0: torch.Tensor) -> torch.Tensor:
+    """The projection of a batch without ``consistency``."""
+    return x0
 
 
 def _weighted_x_mse(pred: torch.Tensor, target: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

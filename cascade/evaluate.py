@@ -511,8 +511,13 @@ class _Evaluator:
             run = self._tsr if role == "tsr" else self._ssr
             t_opts = DEFAULT_OPTIONS[role]
             t_res, t_out = run(role, t_opts)
-            nfe = (2 if t_opts.guidance.w else 1) * t_opts.steps
-            res[f"{role} teacher"] = {**t_res, "steps": t_opts.steps, "guidance": t_opts.guidance.w, "nfe_per_video": nfe}
+            per_step = 2 if t_opts.guidance.w else 1  # a guided step costs two evaluations
+            res[f"{role} teacher"] = {
+                **t_res,
+                "steps": t_opts.steps,
+                "guidance": t_opts.guidance.w,
+                "nfe_per_video": per_step * t_opts.steps,
+            }
             for n, key in students.items():
                 s_res, s_out = run(key, replace(FAST_OPTIONS[role], steps=n))
                 # what a user has without a student: the teacher itself at the student's step count
@@ -523,7 +528,7 @@ class _Evaluator:
                     "paired_psnr_vs_teacher": psnr((s_out + 1) / 2, (t_out + 1) / 2),
                     "teacher_same_steps": {
                         **{k: v for k, v in f_res.items() if not isinstance(v, dict)},
-                        "nfe_per_video": (2 if t_opts.guidance.w else 1) * n,
+                        "nfe_per_video": per_step * n,
                         "paired_psnr_vs_teacher": psnr((f_out + 1) / 2, (t_out + 1) / 2),
                     },
                 }

@@ -248,7 +248,7 @@ class _Replacement:
         return x0 * (1 - m) + known * m
 
 
-class _Projected:
+class Projected:
     """A denoiser whose every prediction is projected onto the stage's input (``consistency``)."""
 
     def __init__(self, denoise, project: Callable[[torch.Tensor], torch.Tensor]):
@@ -350,7 +350,7 @@ def _sample_input_video(stage, padded, crop, text, negative, options, *, inputs,
                 f"consistency=True projects onto the input of an SSR or TSR stage; {stage.config.describe()} has no "
                 "projection. Set it to False."
             )
-        wrap = lambda den: _Projected(den, project)  # noqa: E731
+        wrap = lambda den: Projected(den, project)  # noqa: E731
     cond_kwargs = _condition(stage, inputs, options, frame_offset)
     shape = (padded.shape[0], 3, frames or padded.shape[2], *padded.shape[-2:])
     out = sample_stage(
