@@ -671,12 +671,17 @@ class Trainer:
     def write_samples(self) -> Path | None:
         """A sample grid from the EMA weights (GIF) at the current step."""
         from .pipeline import SamplingOptions, generate, upsample
+        from .run import DEFAULT_OPTIONS
         from .video_io import write_gif
 
         s = self.cfg.stage
         stage = Stage(s, self.ema)
         role = get_role(s.role)
-        opts = SamplingOptions(steps=16, guidance=1.0 if role.takes_video else 3.0, seed=0)
+        # the demo cascade's settings for this role (guidance, SR projection and noise augmentation),
+        # so the GIFs show what the stage will make when it ships; a registered role of one's own
+        # gets the library defaults
+        default = DEFAULT_OPTIONS.get(s.role, SamplingOptions(guidance=0.0))
+        opts = replace(default, steps=16, seed=0)
         prompts = list(self.cfg.sample_prompts)
         text = self.encoder.encode(prompts).to(self.acc.device) if s.text_dim else None
         if not role.takes_video:

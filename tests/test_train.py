@@ -380,11 +380,28 @@ def test_two_process_cpu_training_with_gloo(tmp_path):
 
 
 @pytest.mark.parametrize("role", ["base", "ssr", "tsr"])
-def test_sample_videos_are_written_at_intervals(tmp_path, role):
+def test_sample_videos_are_written_at_intervals(tmp_path, monkeypatch, role):
+    import cascade.pipeline as pipeline
+    from cascade.run import DEFAULT_OPTIONS
+
+    used = []
+    for name in ("generate", "upsample"):
+        real = getattr(pipeline, name)
+
+        def spy(*a, _real=real, **kw):
+            used.append(kw["options"])
+            return _real(*a, **kw)
+
+        monkeypatch.setattr(pipeline, name, spy)
     cfg = train_cfg(tmp_path, role, sample_every=2, checkpoint_every=0, sample_prompts=("a red circle moving right",))
     Trainer(cfg, encoder=TinyEncoder()).run(steps=2)
     gifs = sorted((Path(cfg.out) / "samples").glob("*.gif"))
     assert [g.name for g in gifs] == ["step_0000002.gif"]
+    # the GIFs are sampled the way the demo cascade samples the stage (guidance, projection), at 16 steps
+    (opts,) = used
+    assert opts.steps == 16 and opts.seed == 0
+    want = DEFAULT_OPTIONS[role]
+    assert (opts.guidance, opts.consistency, opts.aug_level) == (want.guidance, want.consistency, want.aug_level)
 
 
 def test_base_training_logs_the_text_binding_diagnostic(tmp_path):
