@@ -12,6 +12,7 @@ current x0 prediction at the end of each step); raise from it to cancel.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -332,17 +333,23 @@ def sample_stage(
     return out.float().clamp(-1.0, 1.0)
 
 
+@functools.cache
+def _warn_projection_off(name: str) -> None:
+    """Once per student and process (a story samples its SR stages once per chunk)."""
+    log.warning(
+        "%s was distilled with the projection onto its input: without it (consistency off) its video is worse. "
+        "Turn consistency on.",
+        name,
+    )
+
+
 def _sample_input_video(stage, padded, crop, text, negative, options, *, inputs, dims, progress, frame_offset, init, frames=None):
     """A video-taking stage on its (padded) input: the role's condition, the sampling core, the
     padding cropped off. ``frames``: the output frame count when it differs from the input's."""
     wrap = None
     d = stage.config.distillation
     if d is not None and d.consistency and not options.consistency:
-        log.warning(
-            "%s was distilled with the projection onto its input: without it (consistency off) its video is worse. "
-            "Turn consistency on.",
-            stage.source or stage.config.name or "This student",
-        )
+        _warn_projection_off(str(stage.source or stage.config.name or "This student"))
     if options.consistency:
         project = get_role(stage.role).projection(stage.config, inputs)
         if project is None:

@@ -250,7 +250,9 @@ def test_a_student_distilled_with_the_projection_warns_when_sampled_without_it(c
     from dataclasses import replace
 
     from cascade.config import DistillationInfo
+    from cascade.pipeline import _warn_projection_off
 
+    _warn_projection_off.cache_clear()  # once per student and process
     student = tiny_stage("tsr", distilled=True)
     info = DistillationInfo(steps=(2,), w_max=5.0, consistency=True)
     student = Stage(student.config.replace(distillation=info), student.net)
@@ -261,7 +263,9 @@ def test_a_student_distilled_with_the_projection_warns_when_sampled_without_it(c
     assert "distilled with the projection" not in caplog.text
     with caplog.at_level("WARNING", logger="cascade.pipeline"):
         upsample_temporal(student, low, txt(), options=opts)
+        upsample_temporal(student, low, txt(), options=opts)  # a story's next chunk: no second warning
     assert "distilled with the projection" in caplog.text and "Turn consistency on" in caplog.text
+    assert caplog.text.count("distilled with the projection") == 1
 
 
 def test_cli_sr_consistency_switch_sets_both_sr_stages_and_nothing_else():
