@@ -504,9 +504,12 @@ def test_core_samplers_drive_every_stage(server):
 
 def test_higher_order_core_samplers_beat_ddim_at_few_steps_without_guidance(server):
     """Unguided and unthresholded (a smooth ODE), dpmpp_2m and uni_pc land nearer the 256-step DDIM
-    solution than DDIM at the same step count, and their error falls faster when the steps double
-    (DDIM is first order: about 6 dB per doubling; these are second order or more): the core solvers
-    really solve our stage's ODE, at their own order."""
+    solution than DDIM at the same step count (8 and 16): the core solvers really solve our stage's ODE.
+
+    Measured 2026-12-05 (demo base): DDIM 31.8 / 37.8 dB at 8 / 16 steps, dpmpp_2m 35.5 / 41.8, uni_pc
+    33.8 / 41.9. They gain about as much per doubling as DDIM (6.3 / 8.1 vs 6.0 dB), not a second-order
+    solver's 12: on the stage's shifted cosine grid the last step, from sigma 0.27 (8 steps) or 0.12 (16)
+    straight to 0, is one denoiser call in every solver and its error dominates (README, core samplers)."""
     kw = dict(guidance=0.0, thresholding="none", sr=False)
     graphs = {"ho_ref": _stage_graph("ho_ref", steps=256, **kw)}
     for n in (8, 16):
@@ -517,11 +520,9 @@ def test_higher_order_core_samplers_beat_ddim_at_few_steps_without_guidance(serv
     ref = _frames(server, "ho_ref", "base")
     got = {p: _psnr(_frames(server, p, "base"), ref) for p in graphs if p != "ho_ref"}
     print("vs 256-step DDIM (dB):", {k: round(v, 1) for k, v in got.items()})
-    ddim_gain = got["ho_ddim_16"] - got["ho_ddim_8"]
     for name in ("dpmpp_2m", "uni_pc"):
         for n in (8, 16):
             assert got[f"ho_{name}_{n}"] > got[f"ho_ddim_{n}"], (name, n)
-        assert got[f"ho_{name}_16"] - got[f"ho_{name}_8"] > ddim_gain + 3, name
 
 
 def test_core_sigmas_drive_the_stages(server):
