@@ -30,6 +30,11 @@ def merge(out: str | Path, runs: list[str | Path]) -> dict:
     return merged
 
 
+def _cfg(nfe: int, steps: int) -> str:
+    """ " + CFG" for a guided teacher (two evaluations per step), nothing for an unguided one."""
+    return " + CFG" if nfe == 2 * steps else ""
+
+
 def _pct(x) -> str:
     return f"{100 * x:.0f} %"
 
@@ -91,7 +96,7 @@ def report(r: dict) -> str:
             lines += [
                 "| base model | sampler | steps | evaluations / video | seen all | held-out all | paired PSNR vs teacher |",
                 "|---|---|---|---|---|---|---|",
-                f"| teacher | {bt.get('sampler', 'ddim').upper()} + CFG | {bt['steps']} | {bt['nfe_per_video']} | {_pct(bt['seen']['all'])} | {_pct(bt['held_out']['all'])} | - |",
+                f"| teacher | {bt.get('sampler', 'ddim').upper()}{_cfg(bt['nfe_per_video'], bt['steps'])} | {bt['steps']} | {bt['nfe_per_video']} | {_pct(bt['seen']['all'])} | {_pct(bt['held_out']['all'])} | - |",
             ]
             for k, row in d.items():
                 if not k.startswith("base student"):
@@ -106,7 +111,7 @@ def report(r: dict) -> str:
                 )
                 tf = row["teacher_ddim_same_steps"]
                 lines.append(
-                    f"| teacher | DDIM + CFG | {n} | {tf['nfe_per_video']} | {_pct(tf['seen']['all'])} | - | {tf['paired_psnr_vs_teacher']:.2f} dB |"
+                    f"| teacher | DDIM{_cfg(tf['nfe_per_video'], n)} | {n} | {tf['nfe_per_video']} | {_pct(tf['seen']['all'])} | - | {tf['paired_psnr_vs_teacher']:.2f} dB |"
                 )
             lines.append("")
         for role in ("ssr", "tsr"):

@@ -278,6 +278,9 @@ def test_evaluate_writes_results_and_report(tmp_path, demo_dir):
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "Base prompt adherence" in report and "SSR x2" in report and "Distilled students" in report
     assert "| student | 2 | 2 |" in report and "| teacher, DDIM | 2 | 2 |" in report
+    # the base teacher's rows say CFG only when it is guided (two evaluations per step)
+    label = "DDIM + CFG" if base_opts.guidance.w else "DDIM"
+    assert f"| teacher | {label} | {base_opts.steps} | {r['distilled']['base teacher']['nfe_per_video']} |" in report
     assert (tmp_path / "eval" / "base_seen.png").exists()
 
 
