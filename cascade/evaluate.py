@@ -511,7 +511,7 @@ class _Evaluator:
             run = self._tsr if role == "tsr" else self._ssr
             t_opts = DEFAULT_OPTIONS[role]
             t_res, t_out = run(role, t_opts)
-            per_step = 2 if t_opts.guidance.w else 1  # a guided step costs two evaluations
+            per_step = _evaluations_per_step(t_opts)
             res[f"{role} teacher"] = {
                 **t_res,
                 "steps": t_opts.steps,
@@ -555,7 +555,7 @@ class _Evaluator:
         res["base teacher"] = {
             "steps": t_opts.steps,
             "sampler": t_opts.sampler.name,
-            "nfe_per_video": (2 if t_opts.guidance.w else 1) * t_opts.steps,
+            "nfe_per_video": _evaluations_per_step(t_opts) * t_opts.steps,
             "seen": adherence(t_seen, attrs, self.frame_step("base")),
             "held_out": adherence(t_held, held, self.frame_step("base")),
         }
@@ -582,7 +582,7 @@ class _Evaluator:
             teacher_few = self.base_videos(teacher, attrs, replace(t_opts, steps=n), self.cfg.seed)
             row["teacher_ddim_same_steps"] = {
                 "seen": adherence(teacher_few, attrs, self.frame_step("base")),
-                "nfe_per_video": (2 if t_opts.guidance.w else 1) * n,
+                "nfe_per_video": _evaluations_per_step(t_opts) * n,
                 "paired_psnr_vs_teacher": psnr((teacher_few + 1) / 2, (t_seen + 1) / 2),
             }
             res[f"base student {n}-step"] = row
@@ -604,6 +604,11 @@ class _Evaluator:
         Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST).save(self.out / name)
         if attrs is not None:
             (self.out / (name + ".txt")).write_text("\n".join(caption(a, 0) for a in attrs) + "\n")
+
+
+def _evaluations_per_step(options: SamplingOptions) -> int:
+    """Network evaluations per sampling step of an undistilled stage: two for a guided step, one otherwise."""
+    return 2 if options.guidance.w else 1
 
 
 def evaluate(cfg: EvalConfig) -> dict:
