@@ -99,7 +99,7 @@ def child(story_path: str, scenes_limit: int, fast: bool, out: str) -> dict:
         )
     close_scene()
     seconds = time.perf_counter() - t0
-    plan = plan_windows(scenes, story.window, story.context)
+    plan = plan_windows(scenes, story.window, story.context, story.change_context)
     window_starts = {w.start * factor for w in plan if w.prev_scene is None and w.start > 0}
     scene_starts = {w.start * factor for w in plan if w.prev_scene is not None}
     # diffs[i] is the change from frame i to frame i+1; a boundary at frame b is diffs[b-1]

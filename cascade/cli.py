@@ -379,6 +379,16 @@ def cmd_story(a: argparse.Namespace) -> int:
     check_output_path(a.output)
     if not (a.seconds > 0):
         raise ValueError(f"--seconds (the default scene duration) must be more than 0; received {a.seconds}.")
+    opts = StoryOptions(  # checked before any model loads
+        context=a.context,
+        transition=a.transition,
+        transition_frames=a.transition_frames,
+        change_context=StoryOptions.change_context
+        if a.change_context is None
+        else None
+        if a.change_context == -1
+        else a.change_context,
+    )
     if a.base == "phenaki":
         if a.fast:
             raise ValueError("--fast picks the distilled diffusion students; the Phenaki base has no students.")
@@ -396,7 +406,6 @@ def cmd_story(a: argparse.Namespace) -> int:
     out_fps = base_fps if a.base_only else output_fps(cascade.tsr.config, base_fps)
     total = sum(s.frames for s in scenes)
     print(f"{len(scenes)} scenes, {total} base frames = {total / base_fps:.1f} s at {out_fps:g} fps")
-    opts = StoryOptions(context=a.context, transition=a.transition, transition_frames=a.transition_frames)
     bar = tqdm(total=round(total * out_fps / base_fps), unit="frame", desc="story")
     t0 = time.time()
     with VideoWriter(a.output, out_fps) as writer:
@@ -458,6 +467,12 @@ def add_story(sub) -> None:
     p.add_argument("--fast", action="store_true", help="use the 8-step distilled students")
     p.add_argument("--seconds", type=float, default=4.0, help="default scene duration")
     p.add_argument("--context", type=int, default=4, help="finished frames each new window is conditioned on")
+    p.add_argument(
+        "--change-context",
+        type=int,
+        help="finished frames the first window of a new scene is conditioned on (default: the library's, "
+        "StoryOptions.change_context; -1: --context); fewer let the new prompt change the object's shape and motion",
+    )
     p.add_argument("--transition", choices=["cut", "blend"], default="cut")
     p.add_argument("--transition-frames", type=int, default=4)
     p.add_argument("--base-only", action="store_true", help="write the base frames only (no TSR / SSR)")

@@ -51,6 +51,18 @@ COMMON = {
     ),
     "transition_frames": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Frames over which a blend transition ramps."}),
 }
+# added after the node shipped: -1 keeps what saved workflows did (context_frames at a scene change too)
+SCENE_CHANGE_FRAMES = (
+    "INT",
+    {
+        "default": -1,
+        "min": -1,
+        "max": 15,
+        "tooltip": "Finished frames the first window of a new scene is conditioned on (-1: context_frames, what this node "
+        "did before the input existed). The demo cascade uses 1: the new scene starts where the last one ended, and its "
+        "prompt can change the shape and the motion, which 4 frames carry over from the old scene.",
+    },
+)
 
 
 @contextmanager
@@ -67,10 +79,22 @@ def _scenes(story: str, fps: float, seconds: float):
     return parse_story(story, fps=_check_fps(fps), default_seconds=seconds)
 
 
-def _story_options(context_frames: int, transition: str, transition_frames: int, window: int) -> StoryOptions:
+def _story_options(
+    context_frames: int, transition: str, transition_frames: int, window: int, scene_change_frames: int = -1
+) -> StoryOptions:
     if context_frames >= window:
         raise ValueError(f"context_frames ({context_frames}) must be smaller than the base window ({window} frames).")
-    return StoryOptions(window=window, context=context_frames, transition=transition, transition_frames=transition_frames)
+    if scene_change_frames >= window:
+        raise ValueError(f"scene_change_frames ({scene_change_frames}) must be smaller than the base window ({window} frames).")
+    if scene_change_frames < -1:
+        raise ValueError(f"scene_change_frames must be -1 (the same as context_frames) or >= 0; received {scene_change_frames}.")
+    return StoryOptions(
+        window=window,
+        context=context_frames,
+        transition=transition,
+        transition_frames=transition_frames,
+        change_context=None if scene_change_frames < 0 else scene_change_frames,
+    )
 
 
 class ImagenVideoStory:
@@ -96,6 +120,7 @@ class ImagenVideoStory:
                 "story": STORY,
                 **COMMON,
             },
+            "optional": {"scene_change_frames": SCENE_CHANGE_FRAMES},
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
@@ -113,13 +138,14 @@ class ImagenVideoStory:
         context_frames,
         transition,
         transition_frames,
+        scene_change_frames=-1,
         unique_id=None,
     ):
         model.require("base", "ImagenVideoStory")
         scenes = _scenes(story, fps, seconds_per_scene)
         cfg = model.stage.config
         opts = SamplingOptions(steps=steps, sampler=sampler_name, guidance=guidance, seed=seed)
-        story_opts = _story_options(context_frames, transition, transition_frames, cfg.frames)
+        story_opts = _story_options(context_frames, transition, transition_frames, cfg.frames, scene_change_frames)
         check_options(model.stage, opts)
         total = sum(s.frames for s in scenes)
         bar = adapter.Progress(total, unique_id)
@@ -187,6 +213,7 @@ class ImagenVideoStoryToVideo:
                     },
                 ),
                 "sr_consistency": _w(CONSISTENCY, "TSR / SSR stages: " + CONSISTENCY[1]["tooltip"]),
+                "scene_change_frames": SCENE_CHANGE_FRAMES,
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -212,6 +239,7 @@ class ImagenVideoStoryToVideo:
         ssr_model=None,
         sr_noise_augmentation=0.3,
         sr_consistency=False,
+        scene_change_frames=-1,
         unique_id=None,
     ):
         model.require("base", "ImagenVideoStoryToVideo")
@@ -232,7 +260,7 @@ class ImagenVideoStoryToVideo:
         for m, key in ((model, "base"), (tsr_model, "tsr"), (ssr_model, "ssr")):  # refuse before any work
             if m is not None:
                 check_options(m.stage, options[key])
-        story_opts = _story_options(context_frames, transition, transition_frames, model.stage.config.frames)
+        story_opts = _story_options(context_frames, transition, transition_frames, model.stage.config.frames, scene_change_frames)
         out_fps = output_fps(tsr_model.stage.config, fps) if tsr_model is not None else float(fps)
         factor = round(out_fps / float(fps))
         path = adapter.output_video_path(filename_prefix)

@@ -309,6 +309,22 @@ def test_story_nodes_refuse_bad_input(models, story_models):
         M["ImagenVideoStory"]().generate(models["base"], story_models, "a red circle", **{**STORY_ARGS, "context_frames": 4})
 
 
+def test_story_node_scene_change_frames_defaults_to_what_saved_workflows_did(models, story_models):
+    """scene_change_frames was added later: its default -1 conditions a new scene on context_frames
+    finished frames, as before; 0 starts the new scene afresh; values past the window are refused."""
+    story = "a red circle moving right | 6f\na blue square moving up | 5f"
+    node = M["ImagenVideoStory"]()
+    old = node.generate(models["base"], story_models, story, **STORY_ARGS)["result"][0]
+    same = node.generate(models["base"], story_models, story, **STORY_ARGS, scene_change_frames=STORY_ARGS["context_frames"])
+    fresh = node.generate(models["base"], story_models, story, **STORY_ARGS, scene_change_frames=0)["result"][0]
+    assert torch.equal(old, same["result"][0])
+    assert torch.equal(old[:6], fresh[:6]) and not torch.equal(old[6:], fresh[6:])
+    with pytest.raises(ValueError, match="scene_change_frames .* smaller than the base window"):
+        node.generate(models["base"], story_models, story, **STORY_ARGS, scene_change_frames=4)
+    with pytest.raises(ValueError, match="scene_change_frames must be -1"):
+        node.generate(models["base"], story_models, story, **STORY_ARGS, scene_change_frames=-2)
+
+
 def test_sr_denoise_and_the_animation_switch(models, cond):
     """denoise < 1 starts from the upsampled input (keeps it); show_animation=False writes no WEBP."""
     low = torch.rand(3, 8, 8, 3)

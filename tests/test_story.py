@@ -82,6 +82,43 @@ def test_window_plan_covers_the_story_and_cuts_at_scene_changes():
     assert len(long) == 1 + (1200 - 16 + 11) // 12  # linear in length
 
 
+def test_a_scene_change_can_continue_from_fewer_frames(monkeypatch):
+    """change_context: the first window of each new scene is conditioned on that many finished frames
+    (the others on context), so the new prompt is free to change the object's shape and motion."""
+    import cascade.story as story_mod
+
+    scenes = [Scene("a", 30), Scene("b", 20), Scene("c", 9)]
+    plan = plan_windows(scenes, window=16, context=4, change_context=1)
+    assert sum(w.new for w in plan) == 59
+    assert [(w.context, w.prev_scene) for w in plan if w.prev_scene is not None] == [(1, 0), (1, 1)]
+    assert all(w.context == 4 for w in plan[1:] if w.prev_scene is None)
+    assert [w.context for w in plan_windows(scenes, 16, 4, None)] == [w.context for w in plan_windows(scenes, 16, 4)]
+    assert all(w.context in (0, 4) for w in plan_windows(scenes, 16, 4, 0)[1:] if w.prev_scene is not None)
+    for bad in (-1, 16):
+        with pytest.raises(ValueError, match="change_context"):
+            plan_windows(scenes, 16, 4, bad)
+        with pytest.raises(ValueError, match="change_context"):
+            StoryOptions(change_context=bad)
+
+    calls = []
+    real = story_mod.generate
+    monkeypatch.setattr(story_mod, "generate", lambda stage, text, **kw: calls.append(kw) or real(stage, text, **kw))
+    base = tiny_stage("base", continuation=True)
+    small = [Scene("a", 8), Scene("b", 6)]
+    story = StoryOptions(window=6, context=2, change_context=1)
+    out = list(story_base_frames(base, small, enc, options=FAST, story=story))
+    known = [int(c["known_mask"][0].sum()) for c in calls]
+    assert known == [w.context for w in plan_windows(small, 6, 2, 1)] == [0, 2, 1, 2]
+    assert sum(f.shape[2] for f, _ in out) == 14
+    assert StoryOptions().change_context == 1  # the library's (and the command line's) default
+    old = list(story_base_frames(base, small, enc, options=FAST, story=StoryOptions(window=6, context=2, change_context=None)))
+    assert torch.equal(out[0][0], old[0][0]) and not torch.equal(out[2][0], old[2][0])  # only the new scene differs
+    # more change frames than context: the story keeps enough finished frames for them
+    calls.clear()
+    list(story_base_frames(base, small, enc, options=FAST, story=StoryOptions(window=6, context=1, change_context=3)))
+    assert [int(c["known_mask"][0].sum()) for c in calls] == [w.context for w in plan_windows(small, 6, 1, 3)] == [0, 1, 3, 1]
+
+
 def test_scenes_shorter_than_the_context_use_only_the_frames_made_so_far():
     """A paragraph at 0.5 s per scene gives 2-frame scenes; the second window can only continue from 2 frames."""
     base = tiny_stage("base", continuation=True)
@@ -109,7 +146,7 @@ def test_story_base_frames_are_deterministic_and_complete(transition):
     a = list(story_base_frames(base, scenes, enc, options=FAST, story=opts))
     b = list(story_base_frames(base, scenes, enc, options=FAST, story=opts))
     assert sum(f.shape[2] for f, _ in a) == 19
-    assert [s for _, s in a] == [0, 0, 1, 1, 1]  # 6 + 4 | 4 + 4 + 1 new frames
+    assert [s for _, s in a] == [0, 0, 1, 1]  # 6 + 4 | 5 + 4 new frames (a new scene continues from 1 frame)
     assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b))
 
 
@@ -246,7 +283,7 @@ def test_story_windows_sample_through_generate_with_every_option(monkeypatch):
     guide = GuidanceOptions(3.0, oscillate=True, w_low=0.0, const_steps=1)
     opts = SamplingOptions(steps=4, sampler="ancestral", guidance=guide, seed=5)
     scenes = [Scene("a", 10), Scene("b", 6)]
-    plan = plan_windows(scenes, window=6, context=2)
+    plan = plan_windows(scenes, window=6, context=2, change_context=StoryOptions().change_context)
     batches = []
     hook = base.net.register_forward_pre_hook(lambda mod, args: batches.append(args[0].shape[0]))
     out = list(story_base_frames(base, scenes, enc, options=opts, story=StoryOptions(window=6, context=2, context_noise=0.1)))
