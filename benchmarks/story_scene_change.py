@@ -58,10 +58,10 @@ def pairs_for(n: int, seed: int) -> list[tuple]:
 
 def run(base, encode, pairs, change_context: int | None) -> dict:
     r = {"changed": 0, "changed_all": 0, "changed_shape": 0, "kept": 0, "kept_both": 0, "first_all": 0}
+    story = StoryOptions(change_context=change_context)
     for k, (a, b, keep) in enumerate(pairs):
         scenes = [Scene(caption(a, 0), SCENE_FRAMES), Scene(caption(b, 0), SCENE_FRAMES)]
         frames: dict[int, list] = {0: [], 1: []}
-        story = StoryOptions(change_context=change_context)
         for new, si in story_base_frames(
             base, scenes, encode, options=replace(DEFAULT_OPTIONS["base"], seed=100 + k), story=story
         ):

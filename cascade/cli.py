@@ -379,15 +379,9 @@ def cmd_story(a: argparse.Namespace) -> int:
     check_output_path(a.output)
     if not (a.seconds > 0):
         raise ValueError(f"--seconds (the default scene duration) must be more than 0; received {a.seconds}.")
+    change = {None: StoryOptions.change_context, -1: None}.get(a.change_context, a.change_context)  # -1: --context
     opts = StoryOptions(  # checked before any model loads
-        context=a.context,
-        transition=a.transition,
-        transition_frames=a.transition_frames,
-        change_context=StoryOptions.change_context
-        if a.change_context is None
-        else None
-        if a.change_context == -1
-        else a.change_context,
+        context=a.context, transition=a.transition, transition_frames=a.transition_frames, change_context=change
     )
     if a.base == "phenaki":
         if a.fast:

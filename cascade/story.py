@@ -182,6 +182,13 @@ class Window:
     prev_scene: int | None  # scene of the context frames when it differs (a scene change)
 
 
+def _check_change_context(change_context: int | None, window: int) -> None:
+    if change_context is not None and not 0 <= change_context < window:
+        raise ValueError(
+            f"change_context must be in [0, window) = [0, {window}) (or None: the same as context); received {change_context}."
+        )
+
+
 def plan_windows(scenes: list[Scene], window: int = 16, context: int = 4, change_context: int | None = None) -> list[Window]:
     """Windows of ``window`` frames: the first ``context`` are the last finished frames (none for the
     very first window), the rest are new. A scene change always starts a new window, so every
@@ -189,11 +196,7 @@ def plan_windows(scenes: list[Scene], window: int = 16, context: int = 4, change
     (None: ``context``). Work grows linearly with the story's length."""
     if window < 2 or not 0 <= context < window:
         raise ValueError(f"Need window >= 2 and 0 <= context < window; received window={window}, context={context}.")
-    if change_context is not None and not 0 <= change_context < window:
-        raise ValueError(
-            f"Need 0 <= change_context < window (or None: the same as context); received change_context={change_context}, "
-            f"window={window}."
-        )
+    _check_change_context(change_context, window)
     plan, pos = [], 0
     for si, scene in enumerate(scenes):
         left = scene.frames
@@ -232,11 +235,7 @@ class StoryOptions:
             raise ValueError("transition_frames must be >= 1.")
         if not 0 <= self.context_noise <= 1:
             raise ValueError("context_noise must be in [0, 1].")
-        if self.change_context is not None and not 0 <= self.change_context < self.window:
-            raise ValueError(
-                f"change_context must be in [0, window) = [0, {self.window}) (or None: the same as context); "
-                f"received {self.change_context}."
-            )
+        _check_change_context(self.change_context, self.window)
 
 
 def _betas(w: Window, opts: StoryOptions, frames: int) -> torch.Tensor | None:
