@@ -105,3 +105,14 @@ def test_output_fps_is_the_roles_rule():
     assert output_fps(tsr, 4.0) == 8.0 and output_fps(tsr, 4.0, 4) == 16.0 and output_fps(ssr, 8.0) == 8.0
     with pytest.raises(ValueError, match="fps must be a positive number"):
         output_fps(tsr, 0)
+
+
+def test_describe_names_the_student_step_counts_in_words():
+    from cascade.config import DistillationInfo
+
+    unet = tiny_unet(cond_channels=4, aug_cond=True, guidance_cond=True)
+    cfg = StageConfig(role="tsr", unet=unet, text_dim=8, height=8, width=8, temporal_factor=2)
+    assert "distilled" not in cfg.describe()
+    assert cfg.replace(distillation=DistillationInfo(steps=(1,))).describe().endswith(", distilled to 1 step)")
+    assert cfg.replace(distillation=DistillationInfo(steps=(2,))).describe().endswith(", distilled to 2 steps)")
+    assert cfg.replace(distillation=DistillationInfo(steps=(4, 2))).describe().endswith(", distilled to 4/2 steps)")
