@@ -17,6 +17,11 @@ then tested on
 * the held-out templates with training words only.
 
 Writes benchmarks/results/encoder_probe.{json,md}.
+
+``--richer-phrasebook`` asks whether more training synonyms would lift that ceiling: every attribute value
+gets five to seven more training words (:data:`RICHER`, none sharing a stem with a held-out word; the
+held-out words and templates are unchanged) before the probes are trained and the prompts drawn. Writes
+``encoder_probe_richer.{json,md}``.
 """
 
 from __future__ import annotations
@@ -33,11 +38,36 @@ import torch.nn as nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cascade.data.captions import HELD_OUT_TEMPLATES, HELD_OUT_WORDS, TEMPLATES, phrase, words  # noqa: E402
+from cascade.data.captions import HELD_OUT_TEMPLATES, HELD_OUT_WORDS, PHRASEBOOK, TEMPLATES, phrase, words  # noqa: E402
 from cascade.data.shapes import COLOURS, DIRECTIONS, SHAPES, SPEEDS, Attributes, all_attributes  # noqa: E402
 from cascade.evaluate import _prompts, captions_for  # noqa: E402
 from cascade.text import load_text_encoder  # noqa: E402
 
+# more training synonyms for --richer-phrasebook, inserted before each value's held-out word
+RICHER: dict[str, dict[str, tuple[str, ...]]] = {
+    "colour": {
+        "red": ("ruby", "rose red", "tomato red", "brick red", "vermilion", "blood red", "cardinal red"),
+        "green": ("grass green", "jade", "olive green", "forest green", "mint green", "kelly green", "pine green"),
+        "blue": ("navy", "sky blue", "sapphire", "cerulean", "ocean blue", "denim blue", "baby blue"),
+        "yellow": ("canary yellow", "sunflower yellow", "mustard", "banana yellow", "saffron", "butter yellow", "gold"),
+        "white": ("milky white", "pearl", "chalk white", "cream", "alabaster", "off-white", "silvery white"),
+    },
+    "shape": {
+        "circle": ("round shape", "dot", "sphere", "orb", "coin", "round blob"),
+        "square": ("square block", "tile", "four-sided shape", "brick", "crate", "square box"),
+        "triangle": ("three-cornered shape", "arrowhead", "delta", "cone shape", "spike", "triangular tile"),
+    },
+    "direction": {
+        "left": ("leftwards", "toward the left", "from right to left", "to the left side", "in the leftward direction"),
+        "right": ("rightwards", "toward the right", "from left to right", "to the right side", "in the rightward direction"),
+        "up": ("skyward", "towards the ceiling", "from bottom to top", "higher and higher", "in the upward direction"),
+        "down": ("toward the floor", "from top to bottom", "lower and lower", "earthward", "in the downward direction"),
+    },
+    "speed": {
+        "slowly": ("unhurriedly", "calmly", "lazily", "sluggishly", "gradually", "at a crawl", "slow-moving"),
+        "quickly": ("speedily", "briskly", "hastily", "at high speed", "in a hurry", "hurriedly", "zooming"),
+    },
+}
 ARCHS = ("linear", "mlp", "attention")  # on the pooled vector; the last attends over the tokens
 KINDS = {"colour": list(COLOURS), "shape": list(SHAPES), "direction": list(DIRECTIONS), "speed": list(SPEEDS)}
 
@@ -89,12 +119,27 @@ def fit(feats: tuple, y: torch.Tensor, classes: int, arch: str, seed: int):
     return call
 
 
+def enrich_phrasebook() -> None:
+    """Insert :data:`RICHER`'s synonyms into the training phrasebook (in place, before each value's
+    held-out word, so that the held-out words stay what they were)."""
+    held = {w for table in HELD_OUT_WORDS.values() for ws in table.values() for w in ws}
+    for kind, table in RICHER.items():
+        for value, extra in table.items():
+            syns = PHRASEBOOK[kind][value]
+            assert not set(extra) & (held | set(syns)), (kind, value)
+            PHRASEBOOK[kind][value] = syns[:-1] + extra + syns[-1:]
+            assert words(kind, value, "held_out") == HELD_OUT_WORDS[kind][value]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-combo", type=int, default=24, help="training phrasings per training combination")
     ap.add_argument("--n", type=int, default=512, help="prompts per phrasing split (the evaluation uses 64)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--richer-phrasebook", action="store_true", help="train the probes with RICHER's extra synonyms too")
     a = ap.parse_args()
+    if a.richer_phrasebook:
+        enrich_phrasebook()
     torch.set_num_threads(2)
     enc = load_text_encoder("default")
 
@@ -158,8 +203,10 @@ def main() -> None:
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "encoder_probe.json").write_text(json.dumps(result, indent=1))
-    (out / "encoder_probe.md").write_text(report(result))
+    result["richer_phrasebook"] = a.richer_phrasebook
+    name = "encoder_probe_richer" if a.richer_phrasebook else "encoder_probe"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{name}.md").write_text(report(result))
     print(report(result))
 
 
@@ -167,7 +214,13 @@ def report(r: dict) -> str:
     pct = lambda v: f"{100 * v:.0f} %"  # noqa: E731
     lines = [
         f"Probes on the frozen encoder's caption embedding ({r['encoder']}), trained on "
-        f"{r['per_combo']} training phrasings per training combination; accuracy (colour / shape / direction / speed, all four).",
+        f"{r['per_combo']} training phrasings per training combination"
+        + (
+            " from the richer phrasebook (`--richer-phrasebook`: RICHER's synonyms added to training)"
+            if r.get("richer_phrasebook")
+            else ""
+        )
+        + "; accuracy (colour / shape / direction / speed, all four).",
         "",
         "| test captions | linear probe | MLP probe | attention probe (tokens) |",
         "|---|---|---|---|",
