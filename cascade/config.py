@@ -210,7 +210,7 @@ class StageConfig:
         from .roles import get_role
 
         what = get_role(self.role).describe(self)
-        steps = tuple(self.distillation.steps) if self.distillation else ()
+        steps = self.distillation.steps if self.distillation else ()  # a tuple (DistillationInfo)
         d = f", distilled to {'/'.join(map(str, steps))} step{'' if steps == (1,) else 's'}" if steps else ""
         return f"{what} ({self.frames}f {self.width}x{self.height} @ {self.fps:g} fps{d})"
 
