@@ -202,16 +202,21 @@ def distillation_target(
     teacher: Callable[..., torch.Tensor],
     x: torch.Tensor,
     s: torch.Tensor,
-    s_mid: torch.Tensor,
-    s_next: torch.Tensor,
+    *path: torch.Tensor,
     **cond,
 ) -> torch.Tensor:
-    """The x0 that makes ONE DDIM step from ``(x, s)`` land where TWO teacher DDIM steps
-    ``s -> s_mid -> s_next`` land (Salimans & Ho): ``x~ = (x'' - r x) / (1 - r)``, ``r = s_next / s``;
-    at ``s_next = 0`` it is the teacher's second x0. ``teacher`` is a denoiser; all maths in fp32."""
+    """The x0 that makes ONE DDIM step from ``(x, s)`` land where the teacher's DDIM steps along
+    ``path`` land: two steps ``s -> s_mid -> s_next`` in progressive distillation (Salimans & Ho),
+    more for a larger step ratio (``path = (s_1, ..., s_k)``, TRACT-style). ``x~ = (x_k - r x) / (1 - r)``,
+    ``r = s_k / s``; at ``s_k = 0`` it is the teacher's last x0. ``teacher`` is a denoiser; all maths in fp32."""
+    if not path:
+        raise ValueError("distillation_target needs at least one teacher step after s.")
     x = x.float()
-    x_mid = ddim_step(x, teacher(x, s, **cond).float(), s, s_mid)
-    x_next = ddim_step(x_mid, teacher(x_mid, s_mid, **cond).float(), s_mid, s_next)
+    x_next, s_cur = x, s
+    for s_step in path:
+        x_next = ddim_step(x_next, teacher(x_next, s_cur, **cond).float(), s_cur, s_step)
+        s_cur = s_step
+    s_next = path[-1]
     r = _bcast(s_next.float() / s.float(), x)
     final = _bcast(s_next, x) <= 0
     return torch.where(final, x_next, (x_next - r * x) / torch.where(final, torch.ones_like(r), 1 - r))

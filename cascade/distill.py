@@ -6,6 +6,10 @@ step afterwards instead of two.
 Stage 2 (progressive): the w-conditioned student is halved round by round (N -> N/2) until the
 target step count: each round a fresh student learns, in ONE DDIM step, what two DDIM steps of
 the previous model do (the target is computed in fp32 by :func:`cascade.diffusion.distillation_target`).
+With ``step_ratio`` k > 2 a round divides by k (N -> N/k) and its student learns k DDIM steps of its
+teacher in one: fewer rounds, so less of the error each round adds (TRACT, Berthelot et al. 2023),
+at k teacher evaluations per optimiser step instead of 2. ``init_student`` starts the first round
+from an existing student (e.g. continue training an N-step student against the original teacher).
 
 Works for base, SSR and TSR stages (the data and conditioning come from ``cascade.train``). Each
 round writes a stage file whose metadata records what it was distilled for.
@@ -63,7 +67,19 @@ class DistillConfig(RunConfig):
     teacher_steps: int = setting(64, "the sampling grid progressive distillation starts from (e.g. 64)")
     target_steps: int = setting(8, "halve down to this many steps (8; or 4, 2, 1); a student file is written per round")
     guided_steps: int = setting(400, "optimiser steps of stage 1 (guidance distillation)")
-    steps_per_round: int = setting(300, "optimiser steps per halving round")
+    steps_per_round: int = setting(300, "optimiser steps per round")
+    step_ratio: int = setting(
+        2,
+        "each round divides the step count by this: 2 is progressive distillation's halving; 4 or 8 make fewer, "
+        "longer rounds whose student learns that many of its teacher's DDIM steps in one (TRACT, Berthelot et al. "
+        "2023): e.g. --teacher-steps 16 --target-steps 2 --step-ratio 8 is one round from the teacher itself, "
+        "without the error each halving adds",
+    )
+    init_student: str | None = setting(
+        None,
+        "start the first round's student from this student file (one this teacher was distilled into, e.g. an "
+        "earlier run's N-step student) instead of from its teacher",
+    )
     # the round schedule: no warm-up, a linear anneal to 0, Adam's usual beta2
     lr: float = setting(1e-4, "learning rate at the start of each round")
     warmup: int = setting(0, "linear warm-up steps of each round")
@@ -84,27 +100,40 @@ class DistillConfig(RunConfig):
             raise ValueError("DistillConfig needs the teacher's stage file (teacher=...).")
         if not 0 <= self.w_min <= self.w_max:
             raise ValueError(f"Need 0 <= w_min <= w_max; received {self.w_min}, {self.w_max}.")
-        n = self.teacher_steps
-        if n < 2 or self.target_steps < 1 or n % self.target_steps or (n // self.target_steps) & (n // self.target_steps - 1):
+        n, k = self.teacher_steps, self.step_ratio
+        if k < 2 or k & (k - 1):
+            raise ValueError(f"step_ratio must be a power of two, at least 2; received {k}.")
+        if n < 2 or self.target_steps < 1 or n % self.target_steps or not _is_power_of(n // self.target_steps, k):
             raise ValueError(
-                f"teacher_steps / target_steps must be a power of two (halving rounds); received {n} / {self.target_steps}."
+                f"teacher_steps / target_steps must be a power of step_ratio {k} (one round per division); "
+                f"received {n} / {self.target_steps}."
             )
 
 
-def round_schedule(teacher_steps: int, target_steps: int) -> list[int]:
-    """Student step counts of the progressive rounds: 64, 8 -> [32, 16, 8]."""
+def round_schedule(teacher_steps: int, target_steps: int, step_ratio: int = 2) -> list[int]:
+    """Student step counts of the rounds: 64, 8 -> [32, 16, 8]; with step ratio 4, 64, 4 -> [16, 4]."""
     out, n = [], teacher_steps
     while n > target_steps:
-        n //= 2
+        n //= step_ratio
         out.append(n)
     return out
+
+
+def _is_power_of(n: int, k: int) -> bool:
+    while n > 1 and n % k == 0:
+        n //= k
+    return n == 1
+
+
+def guided_student_config(cfg):
+    """The teacher's configuration with the guidance input (``guidance_cond``) a student adds."""
+    return cfg.replace(unet=cfg.unet.__class__(**{**cfg.unet.to_dict(), "guidance_cond": True}))
 
 
 def guided_student_from(teacher: Stage) -> Stage:
     """A w-conditioned copy of ``teacher`` whose new guidance embedding starts at zero, so the
     student initially equals the teacher's conditional model."""
-    cfg = teacher.config
-    scfg = cfg.replace(unet=cfg.unet.__class__(**{**cfg.unet.to_dict(), "guidance_cond": True}))
+    scfg = guided_student_config(teacher.config)
     net = VideoUNet(scfg.unet)
     missing, unexpected = net.load_state_dict(teacher.net.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("guidance_emb.") for k in missing), (missing, unexpected)
@@ -151,10 +180,33 @@ class _Distiller:
         )
         min_frames = ((cfg.clip_frames or tcfg.frames) - 1) * frame_skip + 1
         self.source = make_source(cfg.data, seed=cfg.seed + 1, min_frames=min_frames, looks=cfg.looks)
+        self._check_init_student()
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.schedule = tcfg.schedule
         self.stop_at = deadline(cfg.time_limit)
+
+    def _check_init_student(self) -> None:
+        path = self.cfg.init_student
+        if path is None:
+            return
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"init_student {path} does not exist; give a student file, or leave it out.")
+        scfg, tcfg = read_stage_config(path), self.teacher.config
+        want = guided_student_config(tcfg).unet
+        if not scfg.is_distilled or scfg.unet != want:
+            raise ValueError(
+                f"init_student {path} ({scfg.describe()}) is not a student of {self.cfg.teacher} ({tcfg.describe()}): "
+                "its network must be the teacher's with the guidance input. Give one of this teacher's students."
+            )
+        if scfg.distillation.teacher != Path(self.cfg.teacher).name:
+            log.warning(
+                "init_student %s was distilled from %s, not %s", path, scfg.distillation.teacher, Path(self.cfg.teacher).name
+            )
+
+    def init_student(self) -> Stage | None:
+        """The first round's starting point (``init_student``), or None: the round starts from its teacher."""
+        return load_stage(self.cfg.init_student, device=self.acc.device) if self.cfg.init_student else None
 
     def round_seconds(self, rounds_left: int) -> float:
         """This round's share of what is left of ``time_limit``, ``rounds_left`` counting it (``inf`` without one)."""
@@ -245,21 +297,25 @@ class _Distiller:
 
     # -- stage 2 ----------------------------------------------------------------------------------
 
-    def progressive(self, teacher: Stage, n_student: int, seconds: float = math.inf) -> Stage:
-        student = Stage(teacher.config, copy.deepcopy(teacher.net), source=teacher.source)
+    def progressive(self, teacher: Stage, n_student: int, seconds: float = math.inf, init: Stage | None = None) -> Stage:
+        """A round: a student with ``n_student`` steps learns, per step, ``step_ratio`` DDIM steps of
+        ``teacher`` (which had ``n_student * step_ratio``); it starts as a copy of ``init`` or of ``teacher``."""
+        k = self.cfg.step_ratio
+        start = init if init is not None else teacher
+        student = Stage(teacher.config, copy.deepcopy(start.net), source=teacher.source)
         t_den = VDenoiser(teacher.net.eval().requires_grad_(False), self.schedule)
 
         def loss_fn(model, step):
             x, text, kw, w, g, project = self.batch(step, salt=100 + n_student)
             b = x.shape[0]
             i = torch.randint(1, n_student + 1, (b,), generator=g).double()
-            t, t_mid, t_next = i / n_student, (i - 0.5) / n_student, (i - 1) / n_student
-            s, s_mid = self.schedule.vesigma(t).float(), self.schedule.vesigma(t_mid).float()
-            s_next = torch.where(t_next > 0, self.schedule.vesigma(t_next).float(), torch.zeros(b))
-            s, s_mid, s_next = (v.to(x.device) for v in (s, s_mid, s_next))
+            # the student's step t -> t_next is k of the teacher's: t_j = (i - j / k) / n_student, j = 0 .. k
+            ts = [(i - j / k) / n_student for j in range(k + 1)]
+            sig = [torch.where(t > 0, self.schedule.vesigma(t).float(), torch.zeros(b)).to(x.device) for t in ts]
+            s = sig[0]
             x_t = x + s.reshape(-1, 1, 1, 1, 1) * torch.randn(x.shape, generator=g).to(x)
             with torch.no_grad(), torch.autocast(x.device.type, enabled=False):  # the target in fp32
-                target = distillation_target(Projected(t_den, project), x_t, s, s_mid, s_next, text=text, guidance=w, **kw)
+                target = distillation_target(Projected(t_den, project), x_t, *sig, text=text, guidance=w, **kw)
             pred = project(VDenoiser(model, self.schedule)(x_t, s, text=text, guidance=w, **kw))
             return _weighted_x_mse(pred, target, s)
 
@@ -299,9 +355,11 @@ def _weighted_x_mse(pred: torch.Tensor, target: torch.Tensor, s: torch.Tensor) -
 
 
 def distill(cfg: DistillConfig, encoder=None) -> list[Path]:
-    """Run stage 1 then the halving rounds; resume by skipping rounds whose student file exists."""
+    """Run stage 1 then the rounds (halving, or dividing by ``step_ratio``); resume by skipping rounds whose
+    student file exists."""
     d = _Distiller(cfg, encoder)
-    rounds = round_schedule(cfg.teacher_steps, cfg.target_steps)
+    rounds = round_schedule(cfg.teacher_steps, cfg.target_steps, cfg.step_ratio)
+    init = d.init_student()
     written = []
     guided_path = d.out / f"student_{cfg.teacher_steps}step.safetensors"
     if guided_path.exists() and read_stage_config(guided_path).unet.guidance_cond:
@@ -315,6 +373,6 @@ def distill(cfg: DistillConfig, encoder=None) -> list[Path]:
         if path.exists():
             current = load_stage(path, device=d.acc.device)
         else:
-            current = d.progressive(current, n, d.round_seconds(len(rounds) - i))
+            current = d.progressive(current, n, d.round_seconds(len(rounds) - i), init=init if i == 0 else None)
             written.append(d.save(current, n))
     return written

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from cascade.config import StageConfig
 from cascade.data.detector import detect
 from cascade.data.shapes import HELD_OUT, Attributes, all_attributes, caption, render_clip
 from cascade.demo import DEMO_FILES
+from cascade.diffusion import distillation_target
 from cascade.distill import DistillConfig, distill, guided_student_from, round_schedule
 from cascade.evaluate import EvalConfig, evaluate, psnr, ssim
 from cascade.run import DEFAULT_OPTIONS, FAST_OPTIONS
@@ -52,8 +54,50 @@ def small_distillation(tmp_path, role, **kw) -> DistillConfig:
 def test_round_schedule():
     assert round_schedule(64, 8) == [32, 16, 8]
     assert round_schedule(16, 2) == [8, 4, 2]
-    with pytest.raises(ValueError, match="power of two"):
+    assert round_schedule(16, 2, step_ratio=8) == [2]
+    assert round_schedule(64, 4, step_ratio=4) == [16, 4]
+    with pytest.raises(ValueError, match="power of step_ratio 2"):
         DistillConfig(teacher="x", teacher_steps=48, target_steps=8)
+    with pytest.raises(ValueError, match="power of step_ratio 4"):
+        DistillConfig(teacher="x", teacher_steps=16, target_steps=2, step_ratio=4)
+    with pytest.raises(ValueError, match="step_ratio must be a power of two"):
+        DistillConfig(teacher="x", teacher_steps=9, target_steps=1, step_ratio=3)
+
+
+def test_a_step_ratio_round_starts_from_init_student_and_learns_the_teachers_steps(tmp_path, monkeypatch):
+    """--step-ratio 4 is one round 8 -> 2 whose student starts from --init-student; its targets are
+    four DDIM steps of the teacher per student step."""
+    import cascade.distill as distill_module
+
+    first = distill(small_distillation(tmp_path, "tsr"))  # 8 -> 4 -> 2 by halving
+    paths_seen = []
+
+    def recording_target(teacher, x, s, *path, **cond):
+        paths_seen.append(len(path))
+        return distillation_target(teacher, x, s, *path, **cond)
+
+    monkeypatch.setattr(distill_module, "distillation_target", recording_target)
+    cfg = replace(
+        small_distillation(tmp_path, "tsr"), out=str(tmp_path / "ratio"), step_ratio=4, init_student=str(first[-1]), lr=1e-12
+    )
+    paths = distill(cfg)
+    assert [p.name for p in paths] == ["student_8step.safetensors", "student_2step.safetensors"]
+    assert paths_seen == [4, 4]  # two optimiser steps, four teacher steps each
+    init, guided = (load_stage(p, role="tsr").net.state_dict() for p in (first[-1], first[0]))
+    got = load_stage(paths[-1], role="tsr").net.state_dict()
+    # the round's student moved 1e-12 from its init, not from a copy of its 8-step teacher
+    assert max(float((init[k] - got[k]).abs().max()) for k in init) < 1e-6
+    assert max(float((guided[k] - got[k]).abs().max()) for k in init) > 1e-5
+    log = [json.loads(x) for x in (tmp_path / "ratio" / "log.jsonl").read_text().splitlines()]
+    assert {r["round"] for r in log} == {"guided", "2-step"}
+
+
+def test_init_student_must_be_a_student_of_the_teacher(tmp_path):
+    cfg = small_distillation(tmp_path, "tsr")
+    with pytest.raises(ValueError, match="is not a student of"):
+        distill(replace(cfg, init_student=cfg.teacher))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        distill(replace(cfg, init_student=str(tmp_path / "missing.safetensors")))
 
 
 def test_guided_student_starts_as_the_conditional_teacher():

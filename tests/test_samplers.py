@@ -126,6 +126,29 @@ def test_distillation_target_reproduces_two_teacher_steps():
     assert torch.allclose(one, two, atol=1e-5)
 
 
+def test_distillation_target_reproduces_k_teacher_steps():
+    """A longer path (a step ratio above 2): one DDIM step with the target lands where the
+    teacher's four DDIM steps land, down to 0 for the last sample."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 2, 4, 4, generator=g) * 4
+
+    def teacher(z, sigma, **_):
+        s = sigma.reshape(-1, 1, 1, 1, 1)
+        return torch.tanh(z / (1 + s)) - 0.2 * z.roll(1, dims=-2) / (1 + s * s)
+
+    path = [torch.tensor([3.0, 0.6]), torch.tensor([2.0, 0.4]), torch.tensor([1.2, 0.2]), torch.tensor([0.5, 0.0])]
+    s = torch.tensor([4.0, 0.8])
+    target = distillation_target(teacher, x, s, *path)
+    z, s_cur = x, s
+    for s_step in path:
+        z = ddim_step(z, teacher(z, s_cur), s_cur, s_step)
+        s_cur = s_step
+    assert torch.allclose(ddim_step(x, target, s, path[-1]), z, atol=1e-5)
+    assert torch.allclose(target[1], z[1], atol=1e-6)  # a path to 0: the teacher's last x0
+    with pytest.raises(ValueError, match="at least one teacher step"):
+        distillation_target(teacher, x, s)
+
+
 def test_distillation_target_with_oracle_teacher_is_the_data():
     data = torch.rand(2, 3, 2, 4, 4) * 2 - 1
     s, s_mid, s_next = torch.tensor([3.0, 1.0]), torch.tensor([1.0, 0.4]), torch.tensor([0.5, 0.1])
