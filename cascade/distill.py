@@ -104,10 +104,8 @@ class DistillConfig(RunConfig):
         if k < 2 or k & (k - 1):
             raise ValueError(f"step_ratio must be a power of two, at least 2; received {k}.")
         if n < 2 or self.target_steps < 1 or n % self.target_steps or not _is_power_of(n // self.target_steps, k):
-            raise ValueError(
-                f"teacher_steps / target_steps must be a power of step_ratio {k} (one round per division); "
-                f"received {n} / {self.target_steps}."
-            )
+            rounds = "two (halving rounds)" if k == 2 else f"step_ratio {k} (one round per division by {k})"
+            raise ValueError(f"teacher_steps / target_steps must be a power of {rounds}; received {n} / {self.target_steps}.")
 
 
 def round_schedule(teacher_steps: int, target_steps: int, step_ratio: int = 2) -> list[int]:
