@@ -65,7 +65,9 @@ class DistillConfig(RunConfig):
     w_min: float = setting(0.0, "smallest guidance weight w the student learns")
     w_max: float = setting(8.0, "largest guidance weight w the student learns")
     teacher_steps: int = setting(64, "the sampling grid progressive distillation starts from (e.g. 64)")
-    target_steps: int = setting(8, "halve down to this many steps (8; or 4, 2, 1); a student file is written per round")
+    target_steps: int = setting(
+        8, "halve (or divide by step_ratio) down to this many steps (8; or 4, 2, 1); a student file is written per round"
+    )
     guided_steps: int = setting(400, "optimiser steps of stage 1 (guidance distillation)")
     steps_per_round: int = setting(300, "optimiser steps per round")
     step_ratio: int = setting(
@@ -357,7 +359,8 @@ def distill(cfg: DistillConfig, encoder=None) -> list[Path]:
     student file exists."""
     d = _Distiller(cfg, encoder)
     rounds = round_schedule(cfg.teacher_steps, cfg.target_steps, cfg.step_ratio)
-    init = d.init_student()
+    first_round_done = bool(rounds) and (d.out / f"student_{rounds[0]}step.safetensors").exists()
+    init = None if first_round_done else d.init_student()
     written = []
     guided_path = d.out / f"student_{cfg.teacher_steps}step.safetensors"
     if guided_path.exists() and read_stage_config(guided_path).unet.guidance_cond:
