@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .checkpoint import read_stage_config
-from .config import DistillationInfo
+from .config import DistillationInfo, StageConfig
 from .diffusion import VDenoiser, distillation_target, sample_aug_logsnr
 from .guidance import ClassifierFreeGuidance
 from .pipeline import Projected
@@ -103,7 +103,7 @@ class DistillConfig(RunConfig):
         if not 0 <= self.w_min <= self.w_max:
             raise ValueError(f"Need 0 <= w_min <= w_max; received {self.w_min}, {self.w_max}.")
         n, k = self.teacher_steps, self.step_ratio
-        if k < 2 or k & (k - 1):
+        if k < 2 or not _is_power_of(k, 2):
             raise ValueError(f"step_ratio must be a power of two, at least 2; received {k}.")
         if n < 2 or self.target_steps < 1 or n % self.target_steps or not _is_power_of(n // self.target_steps, k):
             rounds = "two (halving rounds)" if k == 2 else f"step_ratio {k} (one round per division by {k})"
@@ -125,7 +125,7 @@ def _is_power_of(n: int, k: int) -> bool:
     return n == 1
 
 
-def guided_student_config(cfg):
+def guided_student_config(cfg: StageConfig) -> StageConfig:
     """The teacher's configuration with the guidance input (``guidance_cond``) a student adds."""
     return cfg.replace(unet=cfg.unet.__class__(**{**cfg.unet.to_dict(), "guidance_cond": True}))
 
@@ -359,8 +359,6 @@ def distill(cfg: DistillConfig, encoder=None) -> list[Path]:
     student file exists."""
     d = _Distiller(cfg, encoder)
     rounds = round_schedule(cfg.teacher_steps, cfg.target_steps, cfg.step_ratio)
-    first_round_done = bool(rounds) and (d.out / f"student_{rounds[0]}step.safetensors").exists()
-    init = None if first_round_done else d.init_student()
     written = []
     guided_path = d.out / f"student_{cfg.teacher_steps}step.safetensors"
     if guided_path.exists() and read_stage_config(guided_path).unet.guidance_cond:
@@ -374,6 +372,6 @@ def distill(cfg: DistillConfig, encoder=None) -> list[Path]:
         if path.exists():
             current = load_stage(path, device=d.acc.device)
         else:
-            current = d.progressive(current, n, d.round_seconds(len(rounds) - i), init=init if i == 0 else None)
+            current = d.progressive(current, n, d.round_seconds(len(rounds) - i), init=d.init_student() if i == 0 else None)
             written.append(d.save(current, n))
     return written
