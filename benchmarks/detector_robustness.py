@@ -2,13 +2,19 @@
 (grain, blur, a lighter background, a dimmer object, all at once), at the base's and the final
 size: 150 clips each.
 
-    PYTHONPATH=. python benchmarks/detector_robustness.py
+    python benchmarks/detector_robustness.py
 """
+
+import sys
+from pathlib import Path
 
 import numpy as np
 
-from cascade.data.detector import detect
-from cascade.data.shapes import all_attributes, render_clip
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cascade.data.detector import detect  # noqa: E402
+from cascade.data.shapes import all_attributes, render_clip  # noqa: E402
 
 rng = np.random.default_rng(7)
 pool = all_attributes("all")

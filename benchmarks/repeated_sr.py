@@ -13,6 +13,11 @@ chained the same way):
   ringing the ground truth does not have);
 * consistency: the output brought back to the level's input (downsampled / every other frame) vs
   that input (PSNR);
+* edges: the mean gradient within 3 px of the ground truth's edges relative to the ground truth's there:
+  a blur hardly moves it (a 3x3 box blur: 0.97), overshoot, ringing or texture at the edges raise it
+  (bicubic's ringing on a 2x downscaled frame: 1.19);
+* grain: the mean gradient where the ground truth is flat, in 8-bit levels of the frames as a video file
+  holds them (the ground truth's is 0; most of a sharpness above 1 can be grain too faint to see);
 * flicker: mean absolute frame-to-frame change of the output minus the ground truth's (0 = none added).
 
     python benchmarks/repeated_sr.py --clips 4 --out benchmarks/results/repeated_sr
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,15 +35,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cascade.conditioning import resize_video
-from cascade.data.shapes import Attributes, all_attributes, render_clip
-from cascade.demo import DEMO_DIR, DEMO_FILES
-from cascade.frames import frames_to_video
-from cascade.metrics import bicubic_upscale, psnr
-from cascade.pipeline import upsample_spatial, upsample_temporal
-from cascade.run import DEFAULT_OPTIONS
-from cascade.stage import load_stage
-from cascade.text import load_text_encoder
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cascade.conditioning import resize_video  # noqa: E402
+from cascade.data.shapes import Attributes, all_attributes, render_clip  # noqa: E402
+from cascade.demo import DEMO_DIR, DEMO_FILES  # noqa: E402
+from cascade.frames import frames_to_video  # noqa: E402
+from cascade.metrics import bicubic_upscale, psnr  # noqa: E402
+from cascade.pipeline import upsample_spatial, upsample_temporal  # noqa: E402
+from cascade.run import DEFAULT_OPTIONS  # noqa: E402
+from cascade.stage import load_stage  # noqa: E402
+from cascade.text import load_text_encoder  # noqa: E402
 
 CHAIN = ("tsr", "ssr", "ssr", "tsr", "tsr", "ssr")  # after the base, as in the paper (Fig. 6)
 
@@ -75,6 +84,32 @@ def sharpness(v: torch.Tensor) -> float:
     dx = (v[..., :, 1:] - v[..., :, :-1]).abs().mean()
     dy = (v[..., 1:, :] - v[..., :-1, :]).abs().mean()
     return float(dx + dy)
+
+
+def _grad(v: torch.Tensor) -> torch.Tensor:
+    """|d/dx| + |d/dy| of every pixel but the last row and column, ``(B, C, T, H - 1, W - 1)``."""
+    dx = (v[..., :, 1:] - v[..., :, :-1]).abs()[..., :-1, :]
+    dy = (v[..., 1:, :] - v[..., :-1, :]).abs()[..., :, :-1]
+    return dx + dy
+
+
+def near_edges(gt: torch.Tensor, radius: int = 3) -> torch.Tensor:
+    """Pixels within ``radius`` of an edge of the ground truth ``gt`` in [0, 1], (B, 1, T, H - 1, W - 1)."""
+    edge = (_grad(gt).amax(1, keepdim=True) > 1e-3).float()
+    k = 2 * radius + 1
+    return torch.nn.functional.max_pool3d(edge, (1, k, k), 1, (0, radius, radius)) > 0
+
+
+def edges_and_grain(v: torch.Tensor, gt: torch.Tensor) -> tuple[float, float]:
+    """Of ``v`` and ``gt`` in [0, 1]: the mean gradient near the ground truth's edges relative to the
+    ground truth's (overshoot, ringing or texture at the edges raise it; a blur hardly lowers it), and
+    the grain: the mean gradient, in 8-bit levels of the frames as a video file stores them, where the
+    ground truth is flat (0 for it)."""
+    near = near_edges(gt).expand(-1, v.shape[1], -1, -1, -1)
+    g, g_gt = _grad(v), _grad(gt)
+    edges = float(g[near].mean() / g_gt[near].mean())
+    grain = float(_grad(torch.round(v * 255))[~near].mean())
+    return edges, grain
 
 
 def flicker(v: torch.Tensor) -> float:
@@ -119,6 +154,7 @@ def main() -> None:
             back_ours, back_simple, inp = resize_video(out, ours.shape[-2:]), resize_video(simple, base.shape[-2:]), ours
         secs = time.time() - t0
         g_sharp, g_flick = sharpness(u(gt)), flicker(u(gt))
+        (e_ours, n_ours), (e_simple, n_simple) = edges_and_grain(u(out), u(gt)), edges_and_grain(u(simple), u(gt))
         row = {
             "stage": k + 1,
             "role": role,
@@ -127,12 +163,16 @@ def main() -> None:
             "ours": {
                 "psnr": psnr(u(out), u(gt)),
                 "sharpness": sharpness(u(out)) / g_sharp,
+                "edges": e_ours,
+                "grain_8bit": n_ours,
                 "consistency_psnr": psnr(u(back_ours), u(inp)),
                 "flicker_added": flicker(u(out)) - g_flick,
             },
             "interpolation": {
                 "psnr": psnr(u(simple), u(gt)),
                 "sharpness": sharpness(u(simple)) / g_sharp,
+                "edges": e_simple,
+                "grain_8bit": n_simple,
                 "consistency_psnr": psnr(u(back_simple), u(base)),
                 "flicker_added": flicker(u(simple)) - g_flick,
             },
@@ -145,14 +185,16 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps({"clips": a.clips, "steps": a.steps, "rows": rows}, indent=1))
     lines = [
-        "| stage | level | PSNR ours / interp. | sharpness ours / interp. | consistency ours / interp. | flicker added ours / interp. |",
-        "|---|---|---|---|---|---|",
+        "| stage | level | PSNR ours / interp. | sharpness ours / interp. | edges ours / interp. | grain (8-bit levels) ours / interp. "
+        "| consistency ours / interp. | flicker added ours / interp. |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         o, i = r["ours"], r["interpolation"]
         lines.append(
             f"| {r['stage']} {r['role'].upper()} | {r['frames']} f {r['size']} px | {o['psnr']:.2f} / {i['psnr']:.2f} dB | "
-            f"{o['sharpness']:.2f} / {i['sharpness']:.2f} | {o['consistency_psnr']:.1f} / {i['consistency_psnr']:.1f} dB | "
+            f"{o['sharpness']:.2f} / {i['sharpness']:.2f} | {o['edges']:.2f} / {i['edges']:.2f} | "
+            f"{o['grain_8bit']:.3f} / {i['grain_8bit']:.3f} | {o['consistency_psnr']:.1f} / {i['consistency_psnr']:.1f} dB | "
             f"{o['flicker_added']:+.4f} / {i['flicker_added']:+.4f} |"
         )
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")

@@ -468,12 +468,19 @@ class _Evaluator:
 
     def cascade(self, fast: bool = False) -> dict:
         keys = ("base", "tsr", "ssr") if not fast else ("base_distilled", "tsr_distilled", "ssr_distilled")
+        return self.cascade_with(keys, FAST_OPTIONS if fast else DEFAULT_OPTIONS, "_fast" if fast else "")
+
+    def cascade_with(
+        self, keys: tuple[str, str, str], opts: dict[str, SamplingOptions], tag: str = "", splits=("seen", "held_out")
+    ) -> dict:
+        """The cascade base -> TSR -> SSR of the stage ``keys`` (entries of ``files``) sampled with
+        ``opts`` (per role), on the evaluation prompts of ``splits``; a grid of the first seen videos is
+        saved as ``cascade<tag>_seen.png``."""
         stages = [self.stage(k) for k in keys]
         if any(s is None for s in stages):
             return {}
-        opts = FAST_OPTIONS if fast else DEFAULT_OPTIONS
         res = {}
-        for split in ("seen", "held_out"):
+        for split in splits:
             base, attrs, seconds = self.split_videos(keys[0], opts["base"], split)
             finals = []
             t0 = time.time()
@@ -491,7 +498,7 @@ class _Evaluator:
                 "seconds_per_video": round(seconds / len(attrs), 2),
             }
             if split == "seen":
-                self._save_grid(final[:8], attrs[:8], f"cascade{'_fast' if fast else ''}_{split}.png")
+                self._save_grid(final[:8], attrs[:8], f"cascade{tag}_{split}.png")
         return res
 
     def distilled(self) -> dict:

@@ -448,3 +448,49 @@ def test_interpolation_baselines_for_any_factor():
     assert blend_frames(low, 3)[0, 0, :, 0, 0].tolist() == pytest.approx([1 / 3, 2 / 3, 4 / 3, 5 / 3])
     assert repeat_frames(low, 3)[0, 0, :, 0, 0].tolist() == [0, 0, 1, 1]
     assert inserted_indices(7, 3) == [1, 2, 4, 5]
+
+
+def test_fast_cascade_sweep_pairs_each_configuration_with_the_default(tmp_path, demo_dir, monkeypatch):
+    """benchmarks/fast_cascade_sweep.py: the default cascade run as a configuration reproduces the
+    default's videos (so it is within any margin, at 1x), and each row counts its evaluations."""
+    import runpy
+
+    script = str(Path(__file__).resolve().parent.parent / "benchmarks" / "fast_cascade_sweep.py")
+    out = tmp_path / "sweep"
+    args = ["--models", str(demo_dir), "--samples", "2", "--splits", "seen", "--out", str(out)]
+    configs = ["--config", "base_distilled:8,tsr_distilled:2,ssr_distilled:4", "--config", "base:32,tsr:16,ssr:16"]
+    monkeypatch.setattr(sys, "argv", ["fast_cascade_sweep.py", *args, *configs])
+    runpy.run_path(script, run_name="__main__")
+    r = json.loads((out / "results.json").read_text())
+    fast, same = r["rows"]
+    assert sum(fast["nfe"].values()) == 14 and fast["fewer_evaluations"] == round(64 / 14, 2)
+    assert same["seen"]["cascade"] == r["reference"]["seen"]["cascade"] and same["within"] and same["fewer_evaluations"] == 1
+    assert "Fewest evaluations within 5 points" in (out / "results.md").read_text()
+    # a configuration that is not three FILE:STEPS entries is refused before any work
+    monkeypatch.setattr(sys, "argv", ["fast_cascade_sweep.py", *args, "--config", "base:32,tsr:16"])
+    with pytest.raises(SystemExit, match="three stages"):
+        runpy.run_path(script, run_name="__main__")
+
+
+def test_repeated_sr_edges_and_grain_tell_grain_from_blur():
+    """benchmarks/repeated_sr.py's note metrics: the ground truth against itself has edges 1 and no
+    grain; faint noise is grain (flat regions); ringing raises the edges, a blur lowers them a little
+    and adds no grain."""
+    import runpy
+
+    import torch.nn.functional as F
+
+    mod = runpy.run_path(str(Path(__file__).resolve().parent.parent / "benchmarks" / "repeated_sr.py"))
+    attrs = [all_attributes("train")[i] for i in (0, 5)]
+    gt = ((mod["render"](attrs, 4, 64, 1, 7) + 1) / 2).clamp(0, 1)
+    edges, grain = mod["edges_and_grain"](gt, gt)
+    assert edges == pytest.approx(1.0) and grain == 0.0
+    noisy = (gt + 0.01 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert mod["edges_and_grain"](noisy, gt)[1] > 2.0  # σ 2.55 levels of noise: a mean gradient of about 3 levels
+    frames = gt.transpose(1, 2).flatten(0, 1)
+    blurred = F.avg_pool2d(frames, 3, 1, 1, count_include_pad=False).unflatten(0, (2, 4)).transpose(1, 2)
+    b_edges, b_grain = mod["edges_and_grain"](blurred, gt)
+    assert 0.9 < b_edges < 1.0 and b_grain < 0.5
+    # bicubic after a 2x downscale rings at the edges
+    up = F.interpolate(F.avg_pool2d(frames, 2), scale_factor=2, mode="bicubic").clamp(0, 1)
+    assert mod["edges_and_grain"](up.unflatten(0, (2, 4)).transpose(1, 2), gt)[0] > 1.1
