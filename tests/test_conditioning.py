@@ -127,6 +127,26 @@ def test_ssr_back_projection_makes_the_output_agree_with_its_input():
     assert torch.allclose(ssr_project(many, low, 2), many, atol=1e-4)
 
 
+def test_ssr_projection_keeps_flat_areas_flat_and_leaves_texture_to_the_network():
+    """Grain where the input is flat is removed; where the input has texture (more contrast than
+    tau), the prediction is only back-projected, as without the flat blend."""
+    g = torch.Generator().manual_seed(0)
+    grain = 0.02 * torch.randn(1, 3, 2, 16, 16, generator=g)
+    flat = torch.full((1, 3, 2, 8, 8), -0.3)
+    assert torch.allclose(ssr_project(resize_video(flat, (16, 16)) + grain, flat), torch.full_like(grain, -0.3), atol=1e-5)
+    texture = torch.rand(1, 3, 2, 8, 8, generator=g) * 2 - 1
+    x0 = resize_video(texture, (16, 16)) + grain
+    assert torch.allclose(ssr_project(x0, texture), ssr_project(x0, texture, tau=0), atol=1e-4)
+    # half flat, half texture: four low-res pixels from the texture, the grain is gone, not merely smaller
+    half = torch.cat([flat[..., :4], texture[..., 4:]], dim=-1)
+    x0 = resize_video(half, (16, 16)) + grain
+    left = (slice(None),) * 3 + (slice(None), slice(0, 2))
+    up = resize_video(half, (16, 16))
+    assert (ssr_project(x0, half)[left] - up[left]).abs().max() < 0.1 * (
+        ssr_project(x0, half, tau=0)[left] - up[left]
+    ).abs().max()
+
+
 @pytest.mark.parametrize("mode", ["imagen", "interpolate"])
 def test_tsr_projection_keeps_the_input_frames_and_copies_what_does_not_move(mode):
     g = torch.Generator().manual_seed(1)
