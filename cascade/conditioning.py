@@ -127,9 +127,9 @@ def _check_tsr(n: int, factor: int, mode: str) -> None:
 
 
 SSR_BACK_PROJECTIONS = 3
-# chosen on 16 clips the evaluation does not use (seed 99; README): 0 / 0.02 / 0.05 / 0.1 gave 40.80 / 41.08 /
-# 41.09 / 41.09 dB at 16 steps and grain in flat areas of 1.5 / 0.015 / 0.012 / 0.008 8-bit levels; 0.05
-# ([-1, 1] units, about 6 levels) keeps any texture with more contrast than that the network's
+# chosen on 16 clips the evaluation does not use (seed 99; README): 0 / 0.02 / 0.05 / 0.1 gave 40.80 / 41.07 /
+# 41.08 / 41.08 dB at 16 steps and grain in flat areas of 1.5 / 0.023 / 0.020 / 0.016 8-bit levels; 0.05
+# ([-1, 1] units, about 6 levels) leaves any texture with more contrast than that to the network
 SSR_FLAT_TAU = 0.05
 # chosen on clips the evaluation does not use: 0.1 / 0.2 / 0.4 / 0.8 gave slow motion 41.0 / 41.4 / 42.7 /
 # 43.9 dB against blending's 44.1, seen motion 38.6 / 38.5 / 38.1 / 36.6 dB (README)
