@@ -81,10 +81,14 @@ def main() -> None:
     ap.add_argument("--out", default="runs/fast_cascade_sweep")
     a = ap.parse_args()
     splits = tuple(s.strip() for s in a.splits.split(","))
+    if not splits or not set(splits) <= {"seen", "held_out"}:
+        raise SystemExit(f"--splits takes seen and/or held_out (comma-separated); received {a.splits!r}.")
     configs = [parse_config(c) for c in a.config]  # all checked before any work
     ev = _Evaluator(EvalConfig(models=a.models, out=a.out, samples=a.samples, cache=a.cache, parts=("cascade",)))
     if a.reference:
         ref_results = json.loads(Path(a.reference).read_text())
+        if "cascade" not in ref_results or not set(splits) <= set(ref_results["cascade"]):
+            raise SystemExit(f"{a.reference} has no default-cascade results for {', '.join(splits)} (evaluate --parts cascade).")
         ref_cfg = ref_results["config"]
         if ref_cfg["samples"] != a.samples or ref_cfg["seed"] != ev.cfg.seed:
             raise SystemExit(f"{a.reference} used {ref_cfg['samples']} samples and seed {ref_cfg['seed']}: not these prompts.")

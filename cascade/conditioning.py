@@ -12,8 +12,9 @@ onto what its input already determines, at every sampling step:
 * SSR (:func:`ssr_project`): iterative back-projection (Irani & Peleg): add the upsampled error
   between the input and the prediction resized to the input's size, so that the output, resized
   back down, is the input; before that, where the input is flat (its range over 3x3 pixels is
-  small), the prediction is replaced by the upsampled input, softly (weight ``exp(-(r / tau)^2)`` for a range ``r``): a flat
-  area stays flat instead of keeping the faint grain a network's last step leaves in it.
+  small), the prediction is replaced by the upsampled input, softly (weight ``exp(-(r / tau)^2)``
+  for a range ``r``): a flat area stays flat instead of keeping the faint grain a network's last
+  step leaves in it.
 * TSR (:func:`tsr_project`): the output frames that land on input frames become the input frames
   (the error there is interpolated linearly in time over the frames between them, where the
   network's error is correlated), and between two input frames, a pixel that both of them agree on

@@ -470,6 +470,9 @@ def test_fast_cascade_sweep_pairs_each_configuration_with_the_default(tmp_path, 
     monkeypatch.setattr(sys, "argv", ["fast_cascade_sweep.py", *args, "--config", "base:32,tsr:16"])
     with pytest.raises(SystemExit, match="three stages"):
         runpy.run_path(script, run_name="__main__")
+    monkeypatch.setattr(sys, "argv", ["fast_cascade_sweep.py", *args[:-4], "--splits", "unseen", *configs])
+    with pytest.raises(SystemExit, match="--splits takes seen"):
+        runpy.run_path(script, run_name="__main__")
 
 
 def test_repeated_sr_edges_and_grain_tell_grain_from_blur():
