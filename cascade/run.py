@@ -10,7 +10,16 @@ from pathlib import Path
 import torch
 
 from .checks import check_stage_text
-from .demo import BASE_GUIDANCE, DEMO_DIR, DEMO_FILES, PHENAKI_DEMO_DIR, PHENAKI_DEMO_FILES, SR_AUG_LEVEL, SR_CONSISTENCY
+from .demo import (
+    BASE_GUIDANCE,
+    DEMO_DIR,
+    DEMO_FILES,
+    PHENAKI_DEMO_DIR,
+    PHENAKI_DEMO_FILES,
+    SR_AUG_LEVEL,
+    SR_CONSISTENCY,
+    SSR_REFINE_FROM,
+)
 from .frames import video_to_frames
 from .guidance import GuidanceOptions
 from .phenaki import Phenaki, PhenakiOptions, load_phenaki
@@ -38,7 +47,7 @@ _SR_FAST = replace(_SR, steps=8, sampler="distilled_stochastic")
 DEFAULT_OPTIONS = {
     "base": SamplingOptions(steps=32, sampler="ddim", guidance=GuidanceOptions(BASE_GUIDANCE, thresholding="dynamic")),
     "tsr": _SR,
-    "ssr": _SR,
+    "ssr": replace(_SR, refine_from=SSR_REFINE_FROM),
 }
 # the demo's students (base 8 steps, TSR 2, SSR 4; their figures against the teachers: the README's *Students*)
 FAST_OPTIONS = {

@@ -147,14 +147,30 @@ class CosineSchedule:
     def sigma_max(self) -> float:
         return math.exp(-0.5 * self.logsnr_min)
 
-    def sigmas(self, steps: int, t_max: float = 1.0, device: torch.device | str | None = None) -> torch.Tensor:
+    def sigmas(
+        self, steps: int, t_max: float = 1.0, device: torch.device | str | None = None, refine_from: float = 1.0
+    ) -> torch.Tensor:
         """A k-diffusion sigma grid of ``steps + 1`` entries: uniform in ``t`` from ``t_max``
         down to ``1 / steps`` of it, then a final 0 (the last step returns the denoised data).
+
+        ``refine_from < 1``: the first step goes from ``t_max`` straight to ``refine_from`` and the
+        other ``steps - 1`` are uniform from there (``refine_from``, ... ``refine_from / (steps - 1)``,
+        0): one prediction from the top, then refinements at low noise (the SR stages' grid). The
+        uniform grid is the case ``refine_from = t_max * (steps - 1) / steps``.
         """
         steps = _check_steps(steps)
         if not 0.0 < t_max <= 1.0:
             raise ValueError(f"t_max must be in (0, 1]; received {t_max}.")
-        t = torch.linspace(t_max, 0.0, steps + 1, dtype=torch.float64)[:-1]
+        check_refine_from(refine_from)
+        if refine_from < 1.0:
+            if refine_from >= t_max:
+                raise ValueError(
+                    f"refine_from ({refine_from:g}) must be below the grid's start ({t_max:g}); or 1 for the uniform grid."
+                )
+            rest = torch.linspace(refine_from, 0.0, steps, dtype=torch.float64)[:-1]
+            t = torch.cat([torch.tensor([t_max], dtype=torch.float64), rest])
+        else:
+            t = torch.linspace(t_max, 0.0, steps + 1, dtype=torch.float64)[:-1]
         s = logsnr_to_vesigma(self.logsnr(t))
         return torch.cat([s, s.new_zeros(1)]).float().to(device)
 
@@ -177,3 +193,12 @@ def _check_steps(steps: int) -> int:
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise ValueError(f"The number of sampling steps must be a positive integer; received {steps!r}.")
     return int(steps)
+
+
+def check_refine_from(refine_from: float) -> None:
+    """``refine_from`` is a time in (0, 1] (1: the uniform grid)."""
+    if isinstance(refine_from, bool) or not isinstance(refine_from, (int, float)) or not 0.0 < refine_from <= 1.0:
+        raise ValueError(
+            f"refine_from must be a time in (0, 1] (1 = the uniform grid; below 1, the first step jumps there and the "
+            f"others refine from it); received {refine_from!r}."
+        )

@@ -281,3 +281,25 @@ def test_cli_sr_consistency_switch_sets_both_sr_stages_and_nothing_else():
         assert cascade.options["tsr"].consistency is expected and cascade.options["ssr"].consistency is expected
         assert cascade.options["base"] == DEFAULT_OPTIONS["base"]
     assert DEFAULT_OPTIONS["tsr"].consistency and DEFAULT_OPTIONS["ssr"].consistency  # the demo's default
+
+
+def test_refine_from_samples_its_grid_and_is_refused_where_it_has_no_meaning():
+    ssr = tiny_stage("ssr")
+    low = torch.rand(1, 3, 2, 4, 4, generator=torch.Generator().manual_seed(5)) * 1.6 - 0.8
+    opts = SamplingOptions(steps=3, guidance=GuidanceOptions(0.0), seed=2, refine_from=0.25)
+    grid = ssr.config.schedule.sigmas(3, refine_from=0.25)
+    explicit = SamplingOptions(steps=3, guidance=GuidanceOptions(0.0), seed=2, sigmas=tuple(grid.tolist()))
+    assert torch.equal(opts.grid(ssr), grid)
+    refined = upsample_spatial(ssr, low, txt(), options=opts)
+    assert torch.allclose(refined, upsample_spatial(ssr, low, txt(), options=explicit), atol=1e-6)
+    uniform = upsample_spatial(ssr, low, txt(), options=SamplingOptions(steps=3, guidance=GuidanceOptions(0.0), seed=2))
+    assert not torch.allclose(refined, uniform, atol=1e-3)
+    with pytest.raises(ValueError, match="refine_from must be a time in"):
+        SamplingOptions(refine_from=0.0)
+    with pytest.raises(ValueError, match="leave it at 1 here"):
+        SamplingOptions(steps=3, sigmas=tuple(grid.tolist()), refine_from=0.2)
+    with pytest.raises(ValueError, match="below denoise"):
+        SamplingOptions(denoise=0.2, refine_from=0.3)
+    student = tiny_stage("ssr", distilled=True)
+    with pytest.raises(ValueError, match="use refine_from = 1"):
+        upsample_spatial(student, low, txt(), options=SamplingOptions(steps=4, guidance=1.0, refine_from=0.2))

@@ -195,3 +195,27 @@ def test_augmentation_levels_ignore_the_shift():
     a = sample_aug_logsnr(64, SHIFTED, generator=torch.Generator().manual_seed(3))
     b = sample_aug_logsnr(64, S, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+def test_refine_grid_jumps_once_then_refines_uniformly():
+    t_of = lambda g: S.t_from_logsnr(vesigma_to_logsnr(g[:-1].double())).double()  # noqa: E731
+    g = S.sigmas(4, refine_from=0.3)
+    assert g.shape == (5,) and g[-1] == 0 and (g[1:] < g[:-1]).all()
+    assert torch.allclose(t_of(g), torch.tensor([1.0, 0.3, 0.2, 0.1], dtype=torch.float64), atol=1e-4)
+    # the uniform grid is the case refine_from = t_max * (steps - 1) / steps
+    assert torch.allclose(S.sigmas(8, refine_from=7 / 8), S.sigmas(8), rtol=1e-5)
+    assert torch.allclose(S.sigmas(6, t_max=0.6, refine_from=0.5), S.sigmas(6, t_max=0.6), rtol=1e-5)
+    assert torch.equal(S.sigmas(1, refine_from=0.2), S.sigmas(1))  # one step: nothing to refine
+    g = S.sigmas(2, refine_from=0.12)
+    assert torch.allclose(t_of(g), torch.tensor([1.0, 0.12], dtype=torch.float64), atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, float("nan"), True, "0.2"])
+def test_refine_from_outside_the_schedule_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="refine_from must be a time in"):
+        S.sigmas(4, refine_from=bad)
+
+
+def test_refine_from_must_be_below_the_start_of_the_grid():
+    with pytest.raises(ValueError, match="below the grid's start"):
+        S.sigmas(4, t_max=0.3, refine_from=0.5)
