@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .schedule import CosineSchedule
+from .schedule import CosineSchedule, check_refine_from
 
 __all__ = ["DistillationInfo", "StageConfig", "UNetConfig", "FORMAT_VERSION"]
 
@@ -140,6 +140,8 @@ class DistillationInfo:
     teacher: str = ""
     teacher_steps: int = 0
     consistency: bool = False  # distilled with the projection onto the SR input: sample it with consistency on
+    # the student's grid (SamplingOptions.refine_from; 1 = uniform): it learned every k-th time of its teacher's
+    refine_from: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
@@ -147,12 +149,15 @@ class DistillationInfo:
             raise ValueError(f"DistillationInfo.steps must list positive step counts; received {self.steps}.")
         if not 0 <= self.w_min <= self.w_max:
             raise ValueError(f"DistillationInfo needs 0 <= w_min <= w_max; received {self.w_min}, {self.w_max}.")
+        check_refine_from(self.refine_from)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["steps"] = list(self.steps)
         if not self.consistency:  # files distilled without it read as before, in older versions too
             del d["consistency"]
+        if self.refine_from >= 1.0:  # likewise for a uniform grid
+            del d["refine_from"]
         return d
 
     @classmethod

@@ -34,6 +34,7 @@ from .diffusion import VDenoiser, distillation_target, sample_aug_logsnr
 from .guidance import ClassifierFreeGuidance
 from .pipeline import Projected
 from .roles import Role, get_role
+from .schedule import check_refine_from, grid_times
 from .stage import Stage, load_stage
 from .text import TextEmbedding, load_text_encoder
 from .train import (
@@ -93,6 +94,12 @@ class DistillConfig(RunConfig):
         "teacher's predictions and the student's are projected, so the student learns only what the input leaves "
         "open; sample the student with consistency on",
     )
+    refine_from: float = setting(
+        1.0,
+        "the teacher's sampling grid (SamplingOptions.refine_from; 1 = uniform): below 1, one step from pure noise "
+        "to that time, the others uniform from there; each round's student learns every step_ratio-th time of its "
+        "teacher's grid and samples that grid",
+    )
     images: str | None = setting(None, "not used by distillation (videos only)", cli=False)
     data_workers: int = setting(0, "not used by distillation (batches are built in the process)", cli=False)
 
@@ -108,6 +115,7 @@ class DistillConfig(RunConfig):
         if n < 2 or self.target_steps < 1 or n % self.target_steps or not _is_power_of(n // self.target_steps, k):
             rounds = "two (halving rounds)" if k == 2 else f"step_ratio {k} (one round per division by {k})"
             raise ValueError(f"teacher_steps / target_steps must be a power of {rounds}; received {n} / {self.target_steps}.")
+        check_refine_from(self.refine_from)
 
 
 def round_schedule(teacher_steps: int, target_steps: int, step_ratio: int = 2) -> list[int]:
@@ -117,6 +125,14 @@ def round_schedule(teacher_steps: int, target_steps: int, step_ratio: int = 2) -
         n //= step_ratio
         out.append(n)
     return out
+
+
+def student_refine_from(teacher_steps: int, refine_from: float, step_ratio: int) -> float:
+    """The grid of a round's student (``teacher_steps / step_ratio`` steps) as a ``refine_from``: every
+    ``step_ratio``-th time of its teacher's grid (1 for a uniform teacher grid, or a 1-step student)."""
+    if refine_from >= 1.0 or teacher_steps // step_ratio < 2:
+        return 1.0
+    return float(grid_times(teacher_steps, refine_from=refine_from)[step_ratio])
 
 
 def _is_power_of(n: int, k: int) -> bool:
@@ -297,10 +313,20 @@ class _Distiller:
 
     # -- stage 2 ----------------------------------------------------------------------------------
 
-    def progressive(self, teacher: Stage, n_student: int, seconds: float = math.inf, init: Stage | None = None) -> Stage:
+    def progressive(
+        self,
+        teacher: Stage,
+        n_student: int,
+        seconds: float = math.inf,
+        init: Stage | None = None,
+        refine_from: float = 1.0,
+    ) -> Stage:
         """A round: a student with ``n_student`` steps learns, per step, ``step_ratio`` DDIM steps of
-        ``teacher`` (which had ``n_student * step_ratio``); it starts as a copy of ``init`` or of ``teacher``."""
+        ``teacher`` (which had ``n_student * step_ratio`` on the grid ``refine_from``); it starts as a
+        copy of ``init`` or of ``teacher``."""
         k = self.cfg.step_ratio
+        # the teacher's grid, then 0: the student's step i goes from times[i k] to times[(i + 1) k]
+        times = torch.cat([grid_times(n_student * k, refine_from=refine_from), torch.zeros(1, dtype=torch.float64)])
         start = init if init is not None else teacher
         student = Stage(teacher.config, copy.deepcopy(start.net), source=teacher.source)
         t_den = VDenoiser(teacher.net.eval().requires_grad_(False), self.schedule)
@@ -308,9 +334,9 @@ class _Distiller:
         def loss_fn(model, step):
             x, text, kw, w, g, project = self.batch(step, salt=100 + n_student)
             b = x.shape[0]
-            i = torch.randint(1, n_student + 1, (b,), generator=g).double()
-            # the student's step t -> t_next is k of the teacher's: t_j = (i - j / k) / n_student, j = 0 .. k
-            ts = [(i - j / k) / n_student for j in range(k + 1)]
+            i = n_student - torch.randint(1, n_student + 1, (b,), generator=g)  # the student's step, 0 = the first
+            # the student's step t -> t_next is k of the teacher's: t_j = times[i k + j], j = 0 .. k
+            ts = [times[i * k + j] for j in range(k + 1)]
             sig = [torch.where(t > 0, self.schedule.vesigma(t).float(), torch.zeros(b)).to(x.device) for t in ts]
             s = sig[0]
             x_t = x + s.reshape(-1, 1, 1, 1, 1) * torch.randn(x.shape, generator=g).to(x)
@@ -322,7 +348,7 @@ class _Distiller:
         self._optimise(student, self.cfg.steps_per_round, loss_fn, f"{n_student}-step", seconds)
         return student
 
-    def save(self, student: Stage, steps: int) -> Path:
+    def save(self, student: Stage, steps: int, refine_from: float = 1.0) -> Path:
         c = self.cfg
         info = DistillationInfo(
             steps=(steps,),
@@ -333,6 +359,7 @@ class _Distiller:
             teacher=Path(c.teacher).name,
             teacher_steps=c.teacher_steps,
             consistency=c.consistency,
+            refine_from=refine_from,
         )
         cfg = student.config.replace(distillation=info, name=f"{self.teacher.config.name}-distilled-{steps}step")
         path = self.out / f"student_{steps}step.safetensors"
@@ -366,12 +393,16 @@ def distill(cfg: DistillConfig, encoder=None) -> list[Path]:
         log.info("resuming from %s", guided_path)
     else:
         current = d.guided(d.round_seconds(1 + len(rounds)))
-        written.append(d.save(current, cfg.teacher_steps))
+        written.append(d.save(current, cfg.teacher_steps, cfg.refine_from))
+    refine = cfg.refine_from  # the grid of this round's teacher
     for i, n in enumerate(rounds):
         path = d.out / f"student_{n}step.safetensors"
+        student_refine = student_refine_from(n * cfg.step_ratio, refine, cfg.step_ratio)
         if path.exists():
             current = load_stage(path, device=d.acc.device)
         else:
-            current = d.progressive(current, n, d.round_seconds(len(rounds) - i), init=d.init_student() if i == 0 else None)
-            written.append(d.save(current, n))
+            init = d.init_student() if i == 0 else None
+            current = d.progressive(current, n, d.round_seconds(len(rounds) - i), init=init, refine_from=refine)
+            written.append(d.save(current, n, student_refine))
+        refine = student_refine
     return written

@@ -137,7 +137,9 @@ class SamplingOptions:
         ``steps`` and ``denoise``."""
         if self.sigmas is not None:
             return torch.tensor(self.sigmas, dtype=torch.float32, device=device)
-        return stage.config.schedule.sigmas(self.steps, t_max=self.denoise, device=device, refine_from=self.refine_from)
+        d = stage.config.distillation  # a student samples the grid it was distilled on
+        refine = d.refine_from if d is not None else self.refine_from
+        return stage.config.schedule.sigmas(self.steps, t_max=self.denoise, device=device, refine_from=refine)
 
     def starts_from_input(self, stage: Stage) -> bool:
         """Whether the run starts part-way down the schedule, from the stage's input video."""
@@ -200,7 +202,9 @@ def check_options(stage: Stage, opts: SamplingOptions, negative: TextEmbedding |
         if opts.denoise < 1:
             raise ValueError("A distilled student samples the step grid it was distilled on: use denoise = 1.")
         if opts.refine_from < 1:
-            raise ValueError("A distilled student samples the step grid it was distilled on: use refine_from = 1.")
+            raise ValueError(
+                "A distilled student samples the step grid it was distilled on (its own refine_from): use refine_from = 1."
+            )
         d = cfg.distillation
         if d.guided and negative is not None:
             raise ValueError("A guided-distilled student has guidance baked in and takes no negative prompt.")

@@ -22,6 +22,8 @@ import torch
 __all__ = [
     "CosineSchedule",
     "alpha_sigma",
+    "check_refine_from",
+    "grid_times",
     "logsnr_to_vesigma",
     "vesigma_to_logsnr",
     "vesigma_to_alpha_sigma",
@@ -158,19 +160,7 @@ class CosineSchedule:
         0): one prediction from the top, then refinements at low noise (the SR stages' grid). The
         uniform grid is the case ``refine_from = t_max * (steps - 1) / steps``.
         """
-        steps = _check_steps(steps)
-        if not 0.0 < t_max <= 1.0:
-            raise ValueError(f"t_max must be in (0, 1]; received {t_max}.")
-        check_refine_from(refine_from)
-        if refine_from < 1.0:
-            if refine_from >= t_max:
-                raise ValueError(
-                    f"refine_from ({refine_from:g}) must be below the grid's start ({t_max:g}); or 1 for the uniform grid."
-                )
-            rest = torch.linspace(refine_from, 0.0, steps, dtype=torch.float64)[:-1]
-            t = torch.cat([torch.tensor([t_max], dtype=torch.float64), rest])
-        else:
-            t = torch.linspace(t_max, 0.0, steps + 1, dtype=torch.float64)[:-1]
+        t = grid_times(steps, t_max, refine_from)
         s = logsnr_to_vesigma(self.logsnr(t))
         return torch.cat([s, s.new_zeros(1)]).float().to(device)
 
@@ -193,6 +183,20 @@ def _check_steps(steps: int) -> int:
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise ValueError(f"The number of sampling steps must be a positive integer; received {steps!r}.")
     return int(steps)
+
+
+def grid_times(steps: int, t_max: float = 1.0, refine_from: float = 1.0) -> torch.Tensor:
+    """The ``steps`` times (float64, decreasing, without the final 0) of :meth:`CosineSchedule.sigmas`."""
+    steps = _check_steps(steps)
+    if not 0.0 < t_max <= 1.0:
+        raise ValueError(f"t_max must be in (0, 1]; received {t_max}.")
+    check_refine_from(refine_from)
+    if refine_from >= 1.0:
+        return torch.linspace(t_max, 0.0, steps + 1, dtype=torch.float64)[:-1]
+    if refine_from >= t_max:
+        raise ValueError(f"refine_from ({refine_from:g}) must be below the grid's start ({t_max:g}); or 1 for the uniform grid.")
+    rest = torch.linspace(refine_from, 0.0, steps, dtype=torch.float64)[:-1]
+    return torch.cat([torch.tensor([t_max], dtype=torch.float64), rest])
 
 
 def check_refine_from(refine_from: float) -> None:

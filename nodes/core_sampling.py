@@ -232,9 +232,10 @@ def core_sampler(sampler: Sampler):
     return ks
 
 
-def cosine_sigmas(schedule: CosineSchedule, steps: int, denoise: float = 1.0) -> torch.Tensor:
-    """The schedule's k-diffusion grid for ``steps`` steps over the top ``denoise`` of it (float32, CPU)."""
-    return schedule.sigmas(steps, t_max=denoise).cpu()
+def cosine_sigmas(schedule: CosineSchedule, steps: int, denoise: float = 1.0, refine_from: float = 1.0) -> torch.Tensor:
+    """The schedule's k-diffusion grid for ``steps`` steps over the top ``denoise`` of it, on the grid
+    ``refine_from`` (:meth:`~cascade.schedule.CosineSchedule.sigmas`; float32, CPU)."""
+    return schedule.sigmas(steps, t_max=denoise, refine_from=refine_from).cpu()
 
 
 SAMPLER_NAMES = list(SAMPLERS)

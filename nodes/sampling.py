@@ -21,6 +21,18 @@ DENOISE = (
         "tooltip": "The top fraction of the schedule to run (1 = from pure noise; below 1 starts from the input).",
     },
 )
+REFINE_FROM = (
+    "FLOAT",
+    {
+        "default": 1.0,
+        "min": 0.01,
+        "max": 1.0,
+        "step": 0.01,
+        "tooltip": "The sampling grid: 1 = uniform steps (the paper). Below 1 the first step goes from the top straight to "
+        "this time and the other steps refine that prediction from there, at low noise (the demo SSR: 0.2 with "
+        "consistency on, +1.7 dB at 16 steps). A stage node with a sigmas input takes it from the scheduler node.",
+    },
+)
 
 
 class _SigmasNode:
@@ -74,10 +86,13 @@ class ImagenVideoScheduler(_SigmasNode):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": (MODEL_TYPE, {"tooltip": "An Imagen Video stage."}), "steps": STEPS, "denoise": DENOISE}}
+        return {
+            "required": {"model": (MODEL_TYPE, {"tooltip": "An Imagen Video stage."}), "steps": STEPS, "denoise": DENOISE},
+            "optional": {"refine_from": REFINE_FROM},
+        }
 
-    def schedule(self, model, steps, denoise):
-        return (cosine_sigmas(model.stage.config.schedule, steps, denoise),)
+    def schedule(self, model, steps, denoise, refine_from=1.0):
+        return (cosine_sigmas(model.stage.config.schedule, steps, denoise, refine_from),)
 
 
 class ImagenVideoCosineScheduler(_SigmasNode):
@@ -106,8 +121,9 @@ class ImagenVideoCosineScheduler(_SigmasNode):
                     },
                 ),
                 "denoise": DENOISE,
-            }
+            },
+            "optional": {"refine_from": REFINE_FROM},
         }
 
-    def schedule(self, steps, logsnr_min, logsnr_max, logsnr_shift, denoise):
-        return (cosine_sigmas(CosineSchedule(logsnr_min, logsnr_max, logsnr_shift), steps, denoise),)
+    def schedule(self, steps, logsnr_min, logsnr_max, logsnr_shift, denoise, refine_from=1.0):
+        return (cosine_sigmas(CosineSchedule(logsnr_min, logsnr_max, logsnr_shift), steps, denoise, refine_from),)

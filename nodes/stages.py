@@ -33,6 +33,7 @@ from . import adapter
 from .convert import conditioning_to_text, image_to_video, video_to_image
 from .core_sampling import stage_sampler
 from .models import MODEL_TYPE, ImagenVideoModel
+from .sampling import REFINE_FROM
 
 CATEGORY = "Imagen Video"
 MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
@@ -138,6 +139,7 @@ SR_TAIL = {
         },
     ),
     "consistency": CONSISTENCY,
+    "refine_from": REFINE_FROM,
 }
 
 
@@ -517,13 +519,15 @@ class ImagenVideoSpatialSR:
         sigmas=None,
         frames_per_video=0,
         consistency=False,
+        refine_from=1.0,
         unique_id=None,
     ):
         model.require("ssr", "ImagenVideoSpatialSR")
         parts = _split_videos(image_to_video(images), frames_per_video)
         text, neg = _text(model, positive, negative)
         opts = _sr_options(steps, guidance, noise_augmentation, seed)
-        opts = _core(replace(opts, denoise=denoise, consistency=consistency), model, sampler, sigmas)
+        opts = replace(opts, denoise=denoise, consistency=consistency, refine_from=refine_from)
+        opts = _core(opts, model, sampler, sigmas)
         out = _run_ssr(model, parts, text, neg, scale, opts, window_frames, tile_size, unique_id)
         return _result(out, None, show_animation, (out.shape[2] // len(parts),))
 
@@ -665,6 +669,7 @@ class ImagenVideoTemporalSR:
         sigmas=None,
         frames_per_video=0,
         consistency=False,
+        refine_from=1.0,
         unique_id=None,
     ):
         model.require("tsr", "ImagenVideoTemporalSR")
@@ -672,7 +677,8 @@ class ImagenVideoTemporalSR:
         parts = _split_videos(image_to_video(images), frames_per_video)
         text, neg = _text(model, positive, negative)
         opts = _sr_options(steps, guidance, noise_augmentation, seed)
-        opts = _core(replace(opts, denoise=denoise, consistency=consistency), model, sampler, sigmas)
+        opts = replace(opts, denoise=denoise, consistency=consistency, refine_from=refine_from)
+        opts = _core(opts, model, sampler, sigmas)
         out = _run_tsr(model, parts, text, neg, multiplier, frame_count_mode, opts, window_frames, unique_id)
         return _result(out, output_fps(model.stage.config, fps, multiplier), show_animation, (out.shape[2] // len(parts),))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 
@@ -16,7 +17,7 @@ from ..cascade.story import StoryOptions, parse_story, run_story, story_base_fra
 from ..cascade.video_io import VideoWriter
 from . import adapter
 from .models import MODEL_TYPE, TEXT_ENCODER_TYPE, ready_together
-from .stages import CONSISTENCY, FPS, GUIDANCE, NOISE_AUG, SEED, _check_fps, _preview, _result, _running, _w
+from .stages import CONSISTENCY, FPS, GUIDANCE, NOISE_AUG, REFINE_FROM, SEED, _check_fps, _preview, _result, _running, _w
 
 CATEGORY = "Imagen Video/story"
 STORY_DEFAULT = (
@@ -214,6 +215,7 @@ class ImagenVideoStoryToVideo:
                 ),
                 "sr_consistency": _w(CONSISTENCY, "TSR / SSR stages: " + CONSISTENCY[1]["tooltip"]),
                 "scene_change_frames": SCENE_CHANGE_FRAMES,
+                "ssr_refine_from": _w(REFINE_FROM, "SSR stage: " + REFINE_FROM[1]["tooltip"]),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -240,6 +242,7 @@ class ImagenVideoStoryToVideo:
         sr_noise_augmentation=0.3,
         sr_consistency=False,
         scene_change_frames=-1,
+        ssr_refine_from=1.0,
         unique_id=None,
     ):
         model.require("base", "ImagenVideoStoryToVideo")
@@ -256,7 +259,7 @@ class ImagenVideoStoryToVideo:
             aug_level=sr_noise_augmentation,
             consistency=sr_consistency,
         )
-        options = {"base": base_opts, "tsr": sr_opts, "ssr": sr_opts}
+        options = {"base": base_opts, "tsr": sr_opts, "ssr": replace(sr_opts, refine_from=ssr_refine_from)}
         for m, key in ((model, "base"), (tsr_model, "tsr"), (ssr_model, "ssr")):  # refuse before any work
             if m is not None:
                 check_options(m.stage, options[key])

@@ -142,6 +142,21 @@ def test_stage_scheduler_sigmas_give_the_same_video_as_steps_and_denoise(demo):
     )
 
 
+def test_the_sr_nodes_refine_grid_is_the_schedulers_and_belongs_to_it_when_sigmas_are_connected(demo):
+    models, cond = demo
+    low = base(models, cond)[:4, ::2, ::2]
+    sched = M["ImagenVideoScheduler"]()
+    grid = sched.schedule(models["ssr"], 4, 1.0, 0.2)[0]
+    assert torch.allclose(grid, models["ssr"].stage.config.schedule.sigmas(4, refine_from=0.2))
+    refined = ssr(models, cond, low, refine_from=0.2)
+    assert torch.equal(ssr(models, cond, low, sigmas=grid), refined)
+    assert not torch.equal(ssr(models, cond, low), refined)  # the widget's default keeps the uniform grid
+    with pytest.raises(ValueError, match="set it in the node that makes the sigmas"):
+        ssr(models, cond, low, sigmas=grid, refine_from=0.2)
+    cosine = M["ImagenVideoCosineScheduler"]().schedule(4, -20.0, 20.0, 0.0, 1.0, 0.2)[0]
+    assert torch.allclose(cosine, grid)
+
+
 def test_a_partial_grid_keeps_the_input(demo):
     """Any core grid that starts below the schedule's top starts an SR stage from its input video:
     the less noise, the closer the output stays to bicubic."""

@@ -15,6 +15,7 @@ from cascade.demo import DEMO_FILES
 from cascade.diffusion import distillation_target
 from cascade.distill import DistillConfig, distill, guided_student_from, round_schedule
 from cascade.evaluate import EvalConfig, evaluate, psnr, ssim
+from cascade.pipeline import SamplingOptions
 from cascade.run import DEFAULT_OPTIONS, FAST_OPTIONS
 from cascade.stage import Stage, load_stage
 from cascade.text import TextEmbedding
@@ -90,6 +91,36 @@ def test_a_step_ratio_round_starts_from_init_student_and_learns_the_teachers_ste
     assert max(float((guided[k] - got[k]).abs().max()) for k in init) > 1e-5
     log = [json.loads(x) for x in (tmp_path / "ratio" / "log.jsonl").read_text().splitlines()]
     assert {r["round"] for r in log} == {"guided", "2-step"}
+
+
+def test_a_refine_grid_round_learns_every_kth_time_of_its_teachers_grid_and_its_student_samples_it(tmp_path, monkeypatch):
+    """--refine-from 0.2: the teacher's 8-step grid is 1, 0.2, 0.171, ... 0.029; each round's student
+    learns every second time of it and records its own grid, which sampling then uses."""
+    import cascade.distill as distill_module
+    from cascade.schedule import grid_times
+
+    seen = []
+
+    def recording_target(teacher, x, s, *path, **cond):
+        seen.append(torch.stack([s, *path], 1))
+        return distillation_target(teacher, x, s, *path, **cond)
+
+    monkeypatch.setattr(distill_module, "distillation_target", recording_target)
+    cfg = replace(small_distillation(tmp_path, "ssr"), refine_from=0.2, steps_per_round=6, batch=3)
+    paths = distill(cfg)
+    sched = load_stage(paths[0], role="ssr").config.schedule
+    sigma = lambda times: torch.cat([sched.vesigma(times).float(), torch.zeros(1)])  # noqa: E731
+    teacher8, grid4 = sigma(grid_times(8, refine_from=0.2)), sigma(grid_times(4, refine_from=float(grid_times(8, 1.0, 0.2)[2])))
+    # the 4-step round's targets: two teacher steps between neighbouring times of the 8-step grid
+    for row in torch.cat(seen[:6]):
+        i = int(torch.argmin((teacher8 - row[0]).abs()))
+        assert i % 2 == 0 and torch.allclose(row, teacher8[i : i + 3], rtol=1e-4), (row, teacher8)
+    refine = [load_stage(p, role="ssr").config.distillation.refine_from for p in paths]
+    assert refine[0] == pytest.approx(0.2) and refine[1] == pytest.approx(float(grid_times(8, 1.0, 0.2)[2]))
+    assert refine[2] == pytest.approx(float(grid_times(4, 1.0, refine[1])[2]))
+    student4 = load_stage(paths[1], role="ssr")
+    assert torch.allclose(SamplingOptions(steps=4).grid(student4), grid4, rtol=1e-5)
+    assert torch.allclose(grid4[:-1], teacher8[:-1][::2], rtol=1e-5)  # every second time of the teacher's grid
 
 
 def test_init_student_must_be_a_student_of_the_teacher(tmp_path):

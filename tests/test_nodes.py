@@ -287,6 +287,34 @@ def test_story_to_video_streams_the_whole_cascade_to_a_file(models, story_models
     assert r["ui"]["images"][0] == {"filename": Path(path).name, "subfolder": "iv", "type": "output"}
 
 
+def test_story_to_video_samples_the_ssr_on_its_refine_grid_and_the_tsr_on_the_uniform_one(
+    models, story_models, tmp_path, monkeypatch
+):
+    """ssr_refine_from (added later, default 1: the uniform grid of saved workflows) reaches the SSR's
+    options only; a value the schedule refuses is refused before any work."""
+    seen = {}
+
+    class Recorded(Exception):
+        pass
+
+    def record(*args, options, **kw):
+        seen.update(options)
+        raise Recorded
+
+    monkeypatch.setattr(adapter, "output_directory", lambda: tmp_path)
+    monkeypatch.setattr(pack.nodes.story, "run_story", record)
+    args = dict(sr_steps=2, sr_guidance=0.0, filename_prefix="r", tsr_model=models["tsr"], ssr_model=models["ssr"])
+    node = M["ImagenVideoStoryToVideo"]()
+    with pytest.raises(Recorded):
+        node.generate(models["base"], story_models, "a red circle | 6f", **STORY_ARGS, **args)
+    assert seen["ssr"].refine_from == 1.0 and seen["tsr"].refine_from == 1.0
+    with pytest.raises(Recorded):
+        node.generate(models["base"], story_models, "a red circle | 6f", **STORY_ARGS, **args, ssr_refine_from=0.2)
+    assert seen["ssr"].refine_from == 0.2 and seen["tsr"].refine_from == 1.0
+    with pytest.raises(ValueError, match="refine_from must be a time in"):
+        node.generate(models["base"], story_models, "a red circle | 6f", **STORY_ARGS, **args, ssr_refine_from=0.0)
+
+
 def test_story_nodes_refuse_bad_input(models, story_models):
     with pytest.raises(ValueError, match="story is empty"):
         M["ImagenVideoStory"]().generate(models["base"], story_models, "  ", **STORY_ARGS)
