@@ -26,6 +26,8 @@ Videos are ``(B, C, T, H, W)`` in [-1, 1].
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +37,7 @@ __all__ = [
     "known_frames_condition",
     "resize_video",
     "ssr_project",
+    "ssr_projector",
     "tsr_condition",
     "tsr_project",
     "tsr_input_indices",
@@ -144,16 +147,31 @@ def ssr_project(
     ``resize_video(x0, (h, w))`` is close to ``low`` (exactly in the limit of iterations). With
     ``tau > 0``, where ``low`` is flat (range ``r`` over its 3x3 neighbourhood, all channels) ``x0``
     first moves to the upsampled ``low`` by ``exp(-(r / tau)^2)``."""
+    return ssr_projector(low, tuple(x0.shape[-2:]), iterations, tau)(x0)
+
+
+def ssr_projector(
+    low: torch.Tensor, size: tuple[int, int], iterations: int = SSR_BACK_PROJECTIONS, tau: float = SSR_FLAT_TAU
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`ssr_project` onto ``low`` for predictions of ``size = (H, W)``, with what depends on
+    ``low`` alone (the flat-area weight and the upsampled input) computed once, for every step."""
+    flat = up = None
     if tau > 0:
         b, c, t, h, w = low.shape
         frames = low.transpose(1, 2).reshape(b * t, c, h, w)
         spread = (F.max_pool2d(frames, 3, 1, 1) + F.max_pool2d(-frames, 3, 1, 1)).amax(1, keepdim=True)
-        flat = F.interpolate(torch.exp(-((spread / tau) ** 2)), size=x0.shape[-2:], mode="nearest")
-        flat = flat.reshape(b, t, 1, *x0.shape[-2:]).transpose(1, 2).to(x0.dtype)
-        x0 = x0 + flat * (resize_video(low, x0.shape[-2:]) - x0)
-    for _ in range(int(iterations)):
-        x0 = x0 + resize_video(low - resize_video(x0, low.shape[-2:]), x0.shape[-2:])
-    return x0
+        flat = F.interpolate(torch.exp(-((spread / tau) ** 2)), size=size, mode="nearest")
+        flat = flat.reshape(b, t, 1, *size).transpose(1, 2)
+        up = resize_video(low, size)
+
+    def project(x0: torch.Tensor) -> torch.Tensor:
+        if flat is not None:
+            x0 = x0 + flat.to(x0.dtype) * (up.to(x0.dtype) - x0)
+        for _ in range(int(iterations)):
+            x0 = x0 + resize_video(low - resize_video(x0, low.shape[-2:]), x0.shape[-2:])
+        return x0
+
+    return project
 
 
 def _between(n_out: int, factor: int, n_in: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .conditioning import known_frames_condition, resize_video, ssr_project, tsr_condition, tsr_project
+from .conditioning import known_frames_condition, resize_video, ssr_projector, tsr_condition, tsr_project
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import StageConfig
@@ -199,9 +199,14 @@ class SpatialSRRole(Role):
         else:  # an input already at the output size (e.g. pipeline.transform): nothing to project onto
             return None
 
+        made = {}  # the projector onto src, per device and dtype: its input-only parts computed once
+
         def project(x0):
+            key = (x0.device, x0.dtype)
+            if key not in made:
+                made[key] = ssr_projector(src.to(x0), (h, w))
             out = x0.clone()
-            out[..., :h, :w] = ssr_project(x0[..., :h, :w], src.to(x0))
+            out[..., :h, :w] = made[key](x0[..., :h, :w])
             return out
 
         return project
