@@ -2,7 +2,7 @@
 still reads all four attributes right within 5 points of the default teacher cascade.
 
 Each configuration names, per stage, a file (a key of the demo's files, or a path) and its step
-count; a student samples with the fast options (``FAST_OPTIONS``), a teacher with the default ones
+count; a student samples with the students' options (``STUDENT_OPTIONS``), a teacher with the default ones
 (``DEFAULT_OPTIONS``), each at the given steps. Every configuration runs on the evaluation's
 prompts and seeds (``python -m cascade evaluate``'s defaults), so its videos pair with the default
 cascade's, which is measured in the same run unless ``--reference`` gives an earlier evaluation's
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from cascade.demo import DEMO_DIR  # noqa: E402
 from cascade.evaluate import EvalConfig, _evaluations_per_step, _Evaluator  # noqa: E402
-from cascade.run import DEFAULT_OPTIONS, FAST_OPTIONS  # noqa: E402
+from cascade.run import DEFAULT_OPTIONS, STUDENT_OPTIONS  # noqa: E402
 
 ROLES = ("base", "tsr", "ssr")
 DEFAULT = "base:32,tsr:16,ssr:16"
@@ -60,7 +60,7 @@ def run_config(ev: _Evaluator, config: list[tuple[str, int]], tag: str, splits) 
         if stage is None:
             raise SystemExit(f"{ev.root / ev.files[key]} is missing.")
         distilled = stage.config.is_distilled
-        o = replace((FAST_OPTIONS if distilled else DEFAULT_OPTIONS)[role], steps=steps)
+        o = replace((STUDENT_OPTIONS if distilled else DEFAULT_OPTIONS)[role], steps=steps)
         keys.append(key)
         opts[role] = o
         nfe[role] = steps * (1 if distilled else _evaluations_per_step(o))

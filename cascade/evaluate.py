@@ -42,7 +42,7 @@ from .metrics import (
 )
 from .pipeline import SamplingOptions, generate, upsample_spatial, upsample_temporal
 from .report import merge, report
-from .run import DEFAULT_OPTIONS, FAST_OPTIONS
+from .run import DEFAULT_OPTIONS, FAST_FILES, FAST_OPTIONS, STUDENT_OPTIONS
 from .stage import Stage, load_stage
 from .text import load_text_encoder
 from .video_io import to_uint8
@@ -467,7 +467,7 @@ class _Evaluator:
         return res, out
 
     def cascade(self, fast: bool = False) -> dict:
-        keys = ("base", "tsr", "ssr") if not fast else ("base_distilled", "tsr_distilled", "ssr_distilled")
+        keys = ("base", "tsr", "ssr") if not fast else tuple(FAST_FILES[r] for r in ("base", "tsr", "ssr"))
         return self.cascade_with(keys, FAST_OPTIONS if fast else DEFAULT_OPTIONS, "_fast" if fast else "")
 
     def cascade_with(
@@ -502,7 +502,7 @@ class _Evaluator:
         return res
 
     def distilled(self) -> dict:
-        """Students vs their teachers, both at their default settings (``FAST_OPTIONS`` and
+        """Students vs their teachers, both at their default settings (``STUDENT_OPTIONS`` and
         ``DEFAULT_OPTIONS``: what a user gets from each). The teachers' videos are those of the
         ``base``/``ssr``/``tsr`` parts (same prompts, clips and seeds, computed once); the base
         teacher also samples the students' step counts. Students: one evaluation per step; a
@@ -526,7 +526,7 @@ class _Evaluator:
                 "nfe_per_video": per_step * t_opts.steps,
             }
             for n, key in students.items():
-                s_res, s_out = run(key, replace(FAST_OPTIONS[role], steps=n))
+                s_res, s_out = run(key, replace(STUDENT_OPTIONS[role], steps=n))
                 # what a user has without a student: the teacher itself at the student's step count
                 f_res, f_out = run(role, replace(t_opts, steps=n))
                 res[f"{role} student {n}-step"] = {
@@ -577,7 +577,7 @@ class _Evaluator:
                 continue
             row: dict = {"steps": n, "nfe_per_video": n}
             for sampler in ("distilled_stochastic", "ddim"):
-                o = replace(FAST_OPTIONS["base"], steps=n, sampler=sampler)
+                o = replace(STUDENT_OPTIONS["base"], steps=n, sampler=sampler)
                 vids = self.base_videos(st, attrs, o, self.cfg.seed)
                 row[sampler] = {"seen": adherence(vids, attrs, self.frame_step("base"))}
                 if sampler == "ddim":  # the deterministic student learned the teacher's DDIM map

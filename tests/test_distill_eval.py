@@ -16,7 +16,7 @@ from cascade.diffusion import distillation_target
 from cascade.distill import DistillConfig, distill, guided_student_from, round_schedule
 from cascade.evaluate import EvalConfig, evaluate, psnr, ssim
 from cascade.pipeline import SamplingOptions
-from cascade.run import DEFAULT_OPTIONS, FAST_OPTIONS
+from cascade.run import DEFAULT_OPTIONS, FAST_FILES, FAST_OPTIONS, STUDENT_OPTIONS
 from cascade.stage import Stage, load_stage
 from cascade.text import TextEmbedding
 
@@ -320,7 +320,7 @@ def demo_dir(tmp_path_factory):
         st = guided_student_from(minilm_stage(role))
         from cascade.config import DistillationInfo
 
-        Stage(st.config.replace(distillation=DistillationInfo(steps=(FAST_OPTIONS[role].steps,), w_max=8.0)), st.net).save(
+        Stage(st.config.replace(distillation=DistillationInfo(steps=(STUDENT_OPTIONS[role].steps,), w_max=8.0)), st.net).save(
             d / DEMO_FILES[role + "_distilled"]
         )
     # another TSR student beside the demo's (the evaluation finds it by its name)
@@ -528,3 +528,23 @@ def test_repeated_sr_edges_and_grain_tell_grain_from_blur():
     # bicubic after a 2x downscale rings at the edges
     up = F.interpolate(F.avg_pool2d(frames, 2), scale_factor=2, mode="bicubic").clamp(0, 1)
     assert mod["edges_and_grain"](up.unflatten(0, (2, 4)).transpose(1, 2), gt)[0] > 1.1
+
+
+def test_the_fast_path_runs_the_students_and_the_ssr_teacher_on_four_steps_of_its_refine_grid(demo_dir):
+    from cascade.demo import SSR_REFINE_FROM
+    from cascade.run import load_demo_cascade
+
+    c = load_demo_cascade(demo_dir, fast=True)
+    assert c.base.config.is_distilled and c.tsr.config.is_distilled and not c.ssr.config.is_distilled
+    assert FAST_FILES == {"base": "base_distilled", "tsr": "tsr_distilled", "ssr": "ssr"}
+    ssr = c.options["ssr"]
+    assert (ssr.steps, ssr.refine_from, ssr.sampler.name) == (4, SSR_REFINE_FROM, "ddim")
+    assert ssr == replace(DEFAULT_OPTIONS["ssr"], steps=4)
+    # the students keep the grids they were distilled on and their own sampler
+    assert all(
+        STUDENT_OPTIONS[r].refine_from == 1.0 and STUDENT_OPTIONS[r].sampler.name == "distilled_stochastic"
+        for r in STUDENT_OPTIONS
+    )
+    assert FAST_OPTIONS["base"] == STUDENT_OPTIONS["base"] and FAST_OPTIONS["tsr"] == STUDENT_OPTIONS["tsr"]
+    frames, fps = c("a red circle moving right quickly", seed=3)
+    assert frames.shape[0] == 2 * c.base.config.frames and frames.shape[1] == 2 * c.base.config.height
