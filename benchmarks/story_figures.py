@@ -262,7 +262,7 @@ def report(r: dict) -> str:
     s, p, t = r["adherence_story"], r["adherence_single_prompt"], r["timing"]
     return "\n".join(
         [
-            f"Story `{r['story']}` through the demo cascade{' (distilled students)' if r['fast'] else ''}: "
+            f"Story `{r['story']}` through the demo cascade{' (its fast path)' if r['fast'] else ''}: "
             f"{long['scenes']} scenes, {long['frames']} frames at 64x64 (8 fps, {long['frames'] / 8 / 60:.1f} min).",
             "",
             "| figure | measured | target |",
