@@ -65,7 +65,10 @@ def report(r: dict) -> str:
         lines += ["", "Chance: colour 20 %, shape 33 %, direction 25 %, speed 50 %, all four 0.8 %.", ""]
     for key, title in (
         ("cascade", "Full cascade (base -> TSR -> SSR, 64x64, 32 frames) vs base alone"),
-        ("cascade_fast", "Distilled cascade (the students: base 8 steps, TSR 2, SSR 4) vs distilled base alone"),
+        (
+            "cascade_fast",
+            "Fast cascade (the students: base 8 steps, TSR 2; the SSR teacher in 4 steps) vs the base student alone",
+        ),
     ):
         if r.get(key):
             lines += [
