@@ -30,7 +30,7 @@ import torch
 
 from .checkpoint import read_stage_config
 from .config import DistillationInfo, StageConfig
-from .diffusion import VDenoiser, distillation_target, sample_aug_logsnr
+from .diffusion import VDenoiser, ddim_step, distillation_target, sample_aug_logsnr
 from .guidance import ClassifierFreeGuidance
 from .pipeline import Projected
 from .roles import Role, get_role
@@ -51,7 +51,7 @@ from .train import (
 )
 from .unet import VideoUNet
 
-__all__ = ["DistillConfig", "distill", "guided_student_from", "round_schedule"]
+__all__ = ["DistillConfig", "distill", "guided_student_from", "round_schedule", "student_indices"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,20 @@ class DistillConfig(RunConfig):
         "to that time, the others uniform from there; each round's student learns every step_ratio-th time of its "
         "teacher's grid and samples that grid",
     )
+    keep_jump: bool = setting(
+        False,
+        "refine grids: each round's student keeps its teacher's first step (pure noise -> refine_from, one teacher "
+        "step) and learns the refining steps in fewer: its grid is the refine grid at the same refine_from (8 -> 2 "
+        "steps: 1 -> refine_from, then one step that learns the teacher's other 7); needs (teacher steps - 1) "
+        "divisible by (student steps - 1) in every round",
+    )
+    on_trajectory: bool = setting(
+        False,
+        "each student step starts from the teacher's own sampler state at that time (DDIM from pure noise, with "
+        "the projection when consistency is on), not from the training clip noised to it: what the student sees "
+        "when it samples (on a refine grid, the first prediction's blur plus noise); costs the teacher's steps "
+        "up to there per optimiser step; the student samples with DDIM",
+    )
     images: str | None = setting(None, "not used by distillation (videos only)", cli=False)
     data_workers: int = setting(0, "not used by distillation (batches are built in the process)", cli=False)
 
@@ -116,6 +130,30 @@ class DistillConfig(RunConfig):
             rounds = "two (halving rounds)" if k == 2 else f"step_ratio {k} (one round per division by {k})"
             raise ValueError(f"teacher_steps / target_steps must be a power of {rounds}; received {n} / {self.target_steps}.")
         check_refine_from(self.refine_from)
+        if self.keep_jump:
+            if self.refine_from >= 1.0:
+                raise ValueError("keep_jump keeps a refine grid's first step; give refine_from below 1 (e.g. 0.2).")
+            for m in round_schedule(n, self.target_steps, k):
+                student_indices(m * k, m, keep_jump=True)  # raises where the grids do not nest
+
+
+def student_indices(teacher_steps: int, student_steps: int, keep_jump: bool = False) -> list[int]:
+    """Where each student step starts and ends on its teacher's grid (indices into its times, then the final 0):
+    every k-th time (8 -> 4 steps: 0, 2, 4, 6, 8); with ``keep_jump`` (a refine grid) the teacher's first step
+    stays a step and the refining steps are grouped (8 -> 2: 0, 1, 8; 16 -> 4: 0, 1, 6, 11, 16)."""
+    n, m = teacher_steps, student_steps
+    if not keep_jump:
+        k = n // m
+        return list(range(0, n + 1, k))
+    if m == 1:
+        return [0, n]
+    if (n - 1) % (m - 1):
+        raise ValueError(
+            f"keep_jump: a {m}-step student's refining steps must each be a whole number of its {n}-step teacher's "
+            f"({n - 1} refining steps into {m - 1}); choose other teacher_steps / target_steps / step_ratio."
+        )
+    r = (n - 1) // (m - 1)
+    return [0, *range(1, n + 1, r)]
 
 
 def round_schedule(teacher_steps: int, target_steps: int, step_ratio: int = 2) -> list[int]:
@@ -127,11 +165,14 @@ def round_schedule(teacher_steps: int, target_steps: int, step_ratio: int = 2) -
     return out
 
 
-def student_refine_from(teacher_steps: int, refine_from: float, step_ratio: int) -> float:
+def student_refine_from(teacher_steps: int, refine_from: float, step_ratio: int, keep_jump: bool = False) -> float:
     """The grid of a round's student (``teacher_steps / step_ratio`` steps) as a ``refine_from``: every
-    ``step_ratio``-th time of its teacher's grid (1 for a uniform teacher grid, or a 1-step student)."""
+    ``step_ratio``-th time of its teacher's grid (1 for a uniform teacher grid, or a 1-step student); with
+    ``keep_jump``, the teacher's own ``refine_from``."""
     if refine_from >= 1.0 or teacher_steps // step_ratio < 2:
         return 1.0
+    if keep_jump:
+        return refine_from
     return float(grid_times(teacher_steps, refine_from=refine_from)[step_ratio])
 
 
@@ -324,16 +365,41 @@ class _Distiller:
         """A round: a student with ``n_student`` steps learns, per step, ``step_ratio`` DDIM steps of
         ``teacher`` (which had ``n_student * step_ratio`` on the grid ``refine_from``); it starts as a
         copy of ``init`` or of ``teacher``."""
-        k = self.cfg.step_ratio
-        # the teacher's grid, then 0: the student's step i goes from times[i k] to times[(i + 1) k]
+        k, c = self.cfg.step_ratio, self.cfg
+        # the teacher's grid, then 0: the student's step i goes from times[idx[i]] to times[idx[i + 1]]
+        # (idx[i] = i k; with keep_jump, the first step is the teacher's first)
         times = torch.cat([grid_times(n_student * k, refine_from=refine_from), torch.zeros(1, dtype=torch.float64)])
+        idx = student_indices(n_student * k, n_student, keep_jump=c.keep_jump)
         start = init if init is not None else teacher
         student = Stage(teacher.config, copy.deepcopy(start.net), source=teacher.source)
         t_den = VDenoiser(teacher.net.eval().requires_grad_(False), self.schedule)
 
+        def sigma(t: torch.Tensor, b: int, device) -> torch.Tensor:
+            t = t.expand(b) if t.dim() == 0 else t
+            return torch.where(t > 0, self.schedule.vesigma(t).float(), torch.zeros(b)).to(device)
+
         def loss_fn(model, step):
             x, text, kw, w, g, project = self.batch(step, salt=100 + n_student)
             b = x.shape[0]
+            if c.keep_jump or c.on_trajectory:
+                # one student step for the whole batch (its teacher path has its own length)
+                i = int(torch.randint(0, n_student, (1,), generator=g))
+                sig = [sigma(times[j], b, x.device) for j in range(idx[i], idx[i + 1] + 1)]
+                if c.on_trajectory:  # the teacher's sampler from pure noise to this step's start
+                    x_t = x + sigma(times[0], b, x.device).reshape(-1, 1, 1, 1, 1) * torch.randn(x.shape, generator=g).to(x)
+                    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+                        den = Projected(t_den, project)
+                        for j in range(idx[i]):
+                            s_j, s_n = sigma(times[j], b, x.device), sigma(times[j + 1], b, x.device)
+                            x_t = ddim_step(x_t.float(), den(x_t, s_j, text=text, guidance=w, **kw).float(), s_j, s_n)
+                    x_t = x_t.to(x)
+                else:
+                    x_t = x + sig[0].reshape(-1, 1, 1, 1, 1) * torch.randn(x.shape, generator=g).to(x)
+                s = sig[0]
+                with torch.no_grad(), torch.autocast(x.device.type, enabled=False):  # the target in fp32
+                    target = distillation_target(Projected(t_den, project), x_t, *sig, text=text, guidance=w, **kw)
+                pred = project(VDenoiser(model, self.schedule)(x_t, s, text=text, guidance=w, **kw))
+                return _weighted_x_mse(pred, target, s)
             i = n_student - torch.randint(1, n_student + 1, (b,), generator=g)  # the student's step, 0 = the first
             # the student's step t -> t_next is k of the teacher's: t_j = times[i k + j], j = 0 .. k
             ts = [times[i * k + j] for j in range(k + 1)]
@@ -355,7 +421,7 @@ class _Distiller:
             guided=True,
             w_min=c.w_min,
             w_max=c.w_max,
-            sampler="distilled_stochastic",
+            sampler="ddim" if c.on_trajectory else "distilled_stochastic",
             teacher=Path(c.teacher).name,
             teacher_steps=c.teacher_steps,
             consistency=c.consistency,
@@ -397,7 +463,7 @@ def distill(cfg: DistillConfig, encoder=None) -> list[Path]:
     refine = cfg.refine_from  # the grid of this round's teacher
     for i, n in enumerate(rounds):
         path = d.out / f"student_{n}step.safetensors"
-        student_refine = student_refine_from(n * cfg.step_ratio, refine, cfg.step_ratio)
+        student_refine = student_refine_from(n * cfg.step_ratio, refine, cfg.step_ratio, cfg.keep_jump)
         if path.exists():
             current = load_stage(path, device=d.acc.device)
         else:

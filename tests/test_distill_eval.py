@@ -12,8 +12,8 @@ from cascade.config import StageConfig
 from cascade.data.detector import detect
 from cascade.data.shapes import HELD_OUT, Attributes, all_attributes, caption, render_clip
 from cascade.demo import DEMO_FILES
-from cascade.diffusion import distillation_target
-from cascade.distill import DistillConfig, distill, guided_student_from, round_schedule
+from cascade.diffusion import ddim_step, distillation_target
+from cascade.distill import DistillConfig, distill, guided_student_from, round_schedule, student_indices
 from cascade.evaluate import EvalConfig, evaluate, psnr, ssim
 from cascade.pipeline import SamplingOptions
 from cascade.run import DEFAULT_OPTIONS, FAST_FILES, FAST_OPTIONS, STUDENT_OPTIONS
@@ -548,3 +548,62 @@ def test_the_fast_path_runs_the_students_and_the_ssr_teacher_on_four_steps_of_it
     assert FAST_OPTIONS["base"] == STUDENT_OPTIONS["base"] and FAST_OPTIONS["tsr"] == STUDENT_OPTIONS["tsr"]
     frames, fps = c("a red circle moving right quickly", seed=3)
     assert frames.shape[0] == 2 * c.base.config.frames and frames.shape[1] == 2 * c.base.config.height
+
+
+def test_student_indices_group_the_teachers_steps():
+    assert student_indices(8, 4) == [0, 2, 4, 6, 8]
+    assert student_indices(16, 2) == [0, 8, 16]
+    # keep_jump: the refine grid's first step stays one step; the refining steps are grouped
+    assert student_indices(8, 2, keep_jump=True) == [0, 1, 8]
+    assert student_indices(16, 4, keep_jump=True) == [0, 1, 6, 11, 16]
+    assert student_indices(8, 1, keep_jump=True) == [0, 8]
+    with pytest.raises(ValueError, match="whole number"):
+        student_indices(8, 4, keep_jump=True)
+    with pytest.raises(ValueError, match="whole number"):  # checked for every round before any work
+        DistillConfig(teacher="x", teacher_steps=8, target_steps=2, refine_from=0.2, keep_jump=True)
+    with pytest.raises(ValueError, match="refine_from below 1"):
+        DistillConfig(teacher="x", teacher_steps=8, target_steps=2, step_ratio=4, keep_jump=True)
+
+
+def test_an_on_trajectory_keep_jump_round_learns_the_refining_steps_from_the_teachers_own_states(tmp_path, monkeypatch):
+    """--keep-jump --on-trajectory, 8 -> 2 steps on the refine grid 0.2: the student's first step is the
+    teacher's first (1 -> 0.2), its second the teacher's other seven, started from the state the teacher's
+    sampler reaches from pure noise (one DDIM step of the projected teacher), not from the clip noised."""
+    import cascade.distill as distill_module
+    from cascade.schedule import grid_times
+
+    paths_seen, trajectory = [], []
+
+    def recording_target(teacher, x, s, *path, **cond):
+        paths_seen.append((torch.stack([s, *path], 1), len(trajectory)))
+        return distillation_target(teacher, x, s, *path, **cond)
+
+    def recording_step(x, x0, s, s_next):
+        trajectory.append((s.clone(), s_next.clone()))
+        return ddim_step(x, x0, s, s_next)
+
+    monkeypatch.setattr(distill_module, "distillation_target", recording_target)
+    monkeypatch.setattr(distill_module, "ddim_step", recording_step)
+    cfg = small_distillation(
+        tmp_path, "ssr", refine_from=0.2, step_ratio=4, keep_jump=True, on_trajectory=True, consistency=True,
+        steps_per_round=8, batch=2,
+    )  # fmt: skip
+    paths = distill(cfg)
+    sched = load_stage(paths[0], role="ssr").config.schedule
+    teacher8 = torch.cat([sched.vesigma(grid_times(8, refine_from=0.2)).float(), torch.zeros(1)])
+    firsts = seconds = 0
+    steps_before = 0
+    for rows, n_traj in paths_seen:
+        walked, steps_before = n_traj - steps_before, n_traj
+        for row in rows:
+            if len(row) == 2:  # the first step: the teacher's own, from pure noise
+                assert torch.allclose(row, teacher8[:2], rtol=1e-4) and walked == 0
+                firsts += 1
+            else:  # the refining step: 0.2 -> 0 in the teacher's seven, after one step of its sampler
+                assert torch.allclose(row, teacher8[1:], rtol=1e-4) and walked == 1, (row, walked)
+                seconds += 1
+    assert firsts and seconds
+    assert all(torch.allclose(s, teacher8[0].expand_as(s)) and torch.allclose(n, teacher8[1].expand_as(n)) for s, n in trajectory)
+    student = load_stage(paths[1], role="ssr").config.distillation
+    assert (student.steps, student.refine_from, student.sampler) == ((2,), pytest.approx(0.2), "ddim")
+    assert torch.allclose(SamplingOptions(steps=2).grid(load_stage(paths[1], role="ssr")), teacher8[[0, 1, 8]], rtol=1e-5)
