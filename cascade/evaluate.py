@@ -526,12 +526,15 @@ class _Evaluator:
                 "nfe_per_video": per_step * t_opts.steps,
             }
             for n, key in students.items():
-                s_res, s_out = run(key, replace(STUDENT_OPTIONS[role], steps=n))
+                # each student with the sampler it was distilled for (its file records it)
+                sampler = self.stage(key).config.distillation.sampler
+                s_res, s_out = run(key, replace(STUDENT_OPTIONS[role], steps=n, sampler=sampler))
                 # what a user has without a student: the teacher itself at the student's step count
                 f_res, f_out = run(role, replace(t_opts, steps=n))
                 res[f"{role} student {n}-step"] = {
                     **s_res,
                     "nfe_per_video": n,  # one evaluation per step
+                    "sampler": sampler,
                     "paired_psnr_vs_teacher": psnr((s_out + 1) / 2, (t_out + 1) / 2),
                     "teacher_same_steps": {
                         **{k: v for k, v in f_res.items() if not isinstance(v, dict)},

@@ -130,8 +130,13 @@ def report(r: dict) -> str:
             for k, s in d.items():
                 if k.startswith(f"{role} student "):
                     n = k.split()[-1]
+                    who = (
+                        f"student ({s['sampler'].replace('distilled_stochastic', 'distilled stochastic')})"
+                        if "sampler" in s
+                        else "student"
+                    )
                     lines.append(
-                        f"| student | {n.removesuffix('-step')} | {s['nfe_per_video']} | {s[key]:.2f} dB | {s[key] - t[key]:+.2f} dB | "
+                        f"| {who} | {n.removesuffix('-step')} | {s['nfe_per_video']} | {s[key]:.2f} dB | {s[key] - t[key]:+.2f} dB | "
                         f"{s['paired_psnr_vs_teacher']:.2f} dB |"
                     )
                     if "teacher_same_steps" in s:  # the undistilled teacher at the student's step count

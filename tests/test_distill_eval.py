@@ -323,9 +323,9 @@ def demo_dir(tmp_path_factory):
         Stage(st.config.replace(distillation=DistillationInfo(steps=(STUDENT_OPTIONS[role].steps,), w_max=8.0)), st.net).save(
             d / DEMO_FILES[role + "_distilled"]
         )
-    # another TSR student beside the demo's (the evaluation finds it by its name)
+    # another TSR student beside the demo's (the evaluation finds it by its name), distilled for DDIM
     st = guided_student_from(minilm_stage("tsr"))
-    Stage(st.config.replace(distillation=DistillationInfo(steps=(8,), w_max=8.0)), st.net).save(
+    Stage(st.config.replace(distillation=DistillationInfo(steps=(8,), w_max=8.0, sampler="ddim")), st.net).save(
         d / DEMO_FILES["tsr"].replace(".safetensors", "_distilled_8step.safetensors")
     )
     return d
@@ -345,6 +345,9 @@ def test_evaluate_writes_results_and_report(tmp_path, demo_dir):
     assert r["distilled"]["tsr teacher"]["psnr_inserted"] == r["tsr"]["psnr_inserted"]
     assert [k for k in r["distilled"] if k.startswith("tsr student")] == ["tsr student 8-step", "tsr student 2-step"]
     assert r["distilled"]["tsr student 2-step"]["nfe_per_video"] == 2
+    # each student samples with the sampler its file says it was distilled for
+    assert r["distilled"]["tsr student 8-step"]["sampler"] == "ddim"
+    assert r["distilled"]["tsr student 2-step"]["sampler"] == "distilled_stochastic"
     # beside each student, the undistilled teacher at the same step count (what a user has without it)
     same = r["distilled"]["tsr student 2-step"]["teacher_same_steps"]
     assert same["nfe_per_video"] == 2 and {"psnr_inserted", "paired_psnr_vs_teacher"} <= set(same)
@@ -352,7 +355,8 @@ def test_evaluate_writes_results_and_report(tmp_path, demo_dir):
     assert r["distilled"]["base teacher"]["seen"] == {k: v for k, v in default_w["seen"].items() if k != "seconds"}
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "Base prompt adherence" in report and "SSR x2" in report and "Distilled students" in report
-    assert "| student | 2 | 2 |" in report and "| teacher, DDIM | 2 | 2 |" in report
+    assert "| student (distilled stochastic) | 2 | 2 |" in report and "| teacher, DDIM | 2 | 2 |" in report
+    assert "| student (ddim) | 8 | 8 |" in report
     # the base teacher's rows say CFG only when it is guided (two evaluations per step)
     label = "DDIM + CFG" if base_opts.guidance.w else "DDIM"
     assert f"| teacher | {label} | {base_opts.steps} | {r['distilled']['base teacher']['nfe_per_video']} |" in report
