@@ -10,6 +10,11 @@ With ``step_ratio`` k > 2 a round divides by k (N -> N/k) and its student learns
 teacher in one: fewer rounds, so less of the error each round adds (TRACT, Berthelot et al. 2023),
 at k teacher evaluations per optimiser step instead of 2. ``init_student`` starts the first round
 from an existing student (e.g. continue training an N-step student against the original teacher).
+On a refine grid (``refine_from`` < 1: one step from pure noise to ``refine_from``, the rest uniform from
+there), ``keep_jump`` keeps the teacher's first step as the student's and groups only the refining steps, and
+``on_trajectory`` starts each student step from the state the teacher's own sampler reaches at that time,
+not from a training clip noised to it: there the sampler's state is the first prediction's blur plus noise,
+which noised training clips never show (a student trained on those learned nothing the grid does not give).
 
 Works for base, SSR and TSR stages (the data and conditioning come from ``cascade.train``). Each
 round writes a stage file whose metadata records what it was distilled for.
