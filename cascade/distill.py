@@ -390,31 +390,25 @@ class _Distiller:
                 # one student step for the whole batch (its teacher path has its own length)
                 i = int(torch.randint(0, n_student, (1,), generator=g))
                 sig = [sigma(times[j], b, x.device) for j in range(idx[i], idx[i + 1] + 1)]
-                if c.on_trajectory:  # the teacher's sampler from pure noise to this step's start
-                    x_t = x + sigma(times[0], b, x.device).reshape(-1, 1, 1, 1, 1) * torch.randn(x.shape, generator=g).to(x)
-                    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-                        den = Projected(t_den, project)
-                        for j in range(idx[i]):
-                            s_j, s_n = sigma(times[j], b, x.device), sigma(times[j + 1], b, x.device)
-                            x_t = ddim_step(x_t.float(), den(x_t, s_j, text=text, guidance=w, **kw).float(), s_j, s_n)
-                    x_t = x_t.to(x)
-                else:
-                    x_t = x + sig[0].reshape(-1, 1, 1, 1, 1) * torch.randn(x.shape, generator=g).to(x)
-                s = sig[0]
-                with torch.no_grad(), torch.autocast(x.device.type, enabled=False):  # the target in fp32
-                    target = distillation_target(Projected(t_den, project), x_t, *sig, text=text, guidance=w, **kw)
-                pred = project(VDenoiser(model, self.schedule)(x_t, s, text=text, guidance=w, **kw))
-                return _weighted_x_mse(pred, target, s)
-            i = n_student - torch.randint(1, n_student + 1, (b,), generator=g)  # the student's step, 0 = the first
-            # the student's step t -> t_next is k of the teacher's: t_j = times[i k + j], j = 0 .. k
-            ts = [times[i * k + j] for j in range(k + 1)]
-            sig = [torch.where(t > 0, self.schedule.vesigma(t).float(), torch.zeros(b)).to(x.device) for t in ts]
-            s = sig[0]
-            x_t = x + s.reshape(-1, 1, 1, 1, 1) * torch.randn(x.shape, generator=g).to(x)
+            else:
+                i = n_student - torch.randint(1, n_student + 1, (b,), generator=g)  # the student's step, 0 = the first
+                # the student's step t -> t_next is k of the teacher's: t_j = times[i k + j], j = 0 .. k
+                sig = [sigma(times[i * k + j], b, x.device) for j in range(k + 1)]
+            den = Projected(t_den, project)
+            cond = dict(text=text, guidance=w, **kw)
+            if c.on_trajectory:  # the teacher's sampler from pure noise to this step's start
+                x_t = x + sigma(times[0], b, x.device).reshape(-1, 1, 1, 1, 1) * torch.randn(x.shape, generator=g).to(x)
+                with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+                    for j in range(idx[i]):
+                        s_j, s_n = sigma(times[j], b, x.device), sigma(times[j + 1], b, x.device)
+                        x_t = ddim_step(x_t.float(), den(x_t, s_j, **cond).float(), s_j, s_n)
+                x_t = x_t.to(x)
+            else:
+                x_t = x + sig[0].reshape(-1, 1, 1, 1, 1) * torch.randn(x.shape, generator=g).to(x)
             with torch.no_grad(), torch.autocast(x.device.type, enabled=False):  # the target in fp32
-                target = distillation_target(Projected(t_den, project), x_t, *sig, text=text, guidance=w, **kw)
-            pred = project(VDenoiser(model, self.schedule)(x_t, s, text=text, guidance=w, **kw))
-            return _weighted_x_mse(pred, target, s)
+                target = distillation_target(den, x_t, *sig, **cond)
+            pred = project(VDenoiser(model, self.schedule)(x_t, sig[0], **cond))
+            return _weighted_x_mse(pred, target, sig[0])
 
         self._optimise(student, self.cfg.steps_per_round, loss_fn, f"{n_student}-step", seconds)
         return student

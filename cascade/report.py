@@ -130,11 +130,7 @@ def report(r: dict) -> str:
             for k, s in d.items():
                 if k.startswith(f"{role} student "):
                     n = k.split()[-1]
-                    who = (
-                        f"student ({s['sampler'].replace('distilled_stochastic', 'distilled stochastic')})"
-                        if "sampler" in s
-                        else "student"
-                    )
+                    who = f"student ({s['sampler'].replace('_', ' ')})" if "sampler" in s else "student"
                     lines.append(
                         f"| {who} | {n.removesuffix('-step')} | {s['nfe_per_video']} | {s[key]:.2f} dB | {s[key] - t[key]:+.2f} dB | "
                         f"{s['paired_psnr_vs_teacher']:.2f} dB |"
