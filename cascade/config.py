@@ -140,7 +140,8 @@ class DistillationInfo:
     teacher: str = ""
     teacher_steps: int = 0
     consistency: bool = False  # distilled with the projection onto the SR input: sample it with consistency on
-    # the student's grid (SamplingOptions.refine_from; 1 = uniform): every k-th time of its teacher's grid
+    # the student's grid (SamplingOptions.refine_from; 1 = uniform): every k-th time of its teacher's grid, or with
+    # keep_jump (cascade.distill) the teacher's own refine_from
     refine_from: float = 1.0
 
     def __post_init__(self) -> None:
