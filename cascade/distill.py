@@ -119,6 +119,12 @@ class DistillConfig(RunConfig):
         "when it samples (on a refine grid, the first prediction's blur plus noise); costs the teacher's steps "
         "up to there per optimiser step; the student samples with DDIM",
     )
+    data_weight: float = setting(
+        0.0,
+        "weight of a ground-truth term: each student prediction is also pulled toward the training clip itself "
+        "(the same weighted x0 MSE; SinSR-style regularisation for SR students), so where its teacher's sample "
+        "and the clip differ the student leans toward the clip; 0 = pure distillation",
+    )
     images: str | None = setting(None, "not used by distillation (videos only)", cli=False)
     data_workers: int = setting(0, "not used by distillation (batches are built in the process)", cli=False)
 
@@ -126,6 +132,8 @@ class DistillConfig(RunConfig):
         self.check_run()
         if not self.teacher:
             raise ValueError("DistillConfig needs the teacher's stage file (teacher=...).")
+        if not (self.data_weight >= 0 and math.isfinite(self.data_weight)):
+            raise ValueError(f"data_weight must be a finite number >= 0 (0 = pure distillation); received {self.data_weight}.")
         if not 0 <= self.w_min <= self.w_max:
             raise ValueError(f"Need 0 <= w_min <= w_max; received {self.w_min}, {self.w_max}.")
         n, k = self.teacher_steps, self.step_ratio
@@ -408,7 +416,10 @@ class _Distiller:
             with torch.no_grad(), torch.autocast(x.device.type, enabled=False):  # the target in fp32
                 target = distillation_target(den, x_t, *sig, **cond)
             pred = project(VDenoiser(model, self.schedule)(x_t, sig[0], **cond))
-            return _weighted_x_mse(pred, target, sig[0])
+            loss = _weighted_x_mse(pred, target, sig[0])
+            if c.data_weight:
+                loss = loss + c.data_weight * _weighted_x_mse(pred, x, sig[0])
+            return loss
 
         self._optimise(student, self.cfg.steps_per_round, loss_fn, f"{n_student}-step", seconds)
         return student

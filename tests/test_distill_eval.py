@@ -611,3 +611,34 @@ def test_an_on_trajectory_keep_jump_round_learns_the_refining_steps_from_the_tea
     student = load_stage(paths[1], role="ssr").config.distillation
     assert (student.steps, student.refine_from, student.sampler) == ((2,), pytest.approx(0.2), "ddim")
     assert torch.allclose(SamplingOptions(steps=2).grid(load_stage(paths[1], role="ssr")), teacher8[[0, 1, 8]], rtol=1e-5)
+
+
+def test_data_weight_adds_the_clip_itself_as_a_second_target(tmp_path, monkeypatch):
+    """--data-weight λ: each round's loss is the distillation term plus λ times the same weighted x0 MSE
+    of the same prediction against the training clip (the guidance stage stays pure distillation)."""
+    import cascade.distill as distill_module
+
+    calls, clips = [], []
+    real_mse, real_batch = distill_module._weighted_x_mse, distill_module._Distiller.batch
+
+    def recording_mse(pred, target, s):
+        calls.append((pred.detach().clone(), target.detach().clone()))
+        return real_mse(pred, target, s)
+
+    def recording_batch(self, step, salt):
+        out = real_batch(self, step, salt)
+        clips.append((salt, out[0].clone()))
+        return out
+
+    monkeypatch.setattr(distill_module, "_weighted_x_mse", recording_mse)
+    monkeypatch.setattr(distill_module._Distiller, "batch", recording_batch)
+    distill(small_distillation(tmp_path, "tsr", data_weight=0.5, target_steps=4, steps_per_round=3, consistency=True))
+    guided = [x for salt, x in clips if salt == 1]
+    rounds = [x for salt, x in clips if salt != 1]
+    assert len(guided) == 2 and len(rounds) == 3
+    assert len(calls) == len(guided) + 2 * len(rounds)  # one term per guidance step, two per round step
+    for k, x in enumerate(rounds):
+        (pred, target), (pred2, data) = calls[2 + 2 * k], calls[3 + 2 * k]
+        assert torch.equal(pred, pred2) and torch.equal(data, x) and not torch.equal(target, x)
+    with pytest.raises(ValueError, match="data_weight must be a finite number >= 0"):
+        DistillConfig(teacher="x", data_weight=-1.0)
