@@ -9,7 +9,7 @@ cascade's, which is measured in the same run unless ``--reference`` gives an ear
 ``results.json`` of the default cascade (same prompts, seeds and files: the same videos).
 
     python benchmarks/fast_cascade_sweep.py --reference docs/eval_2026-12-05/cpu_cascade64/results.json \\
-        --config base_distilled:8,tsr_distilled:2,ssr_distilled:4 --config base_distilled:8,tsr_distilled:2,ssr:16
+        --config base_distilled:8,tsr_distilled:2,ssr_distilled:2 --config base_distilled:8,tsr_distilled:2,ssr:16
 
 Writes ``<out>/results.json`` and ``<out>/results.md`` (one row per configuration, fewest evaluations first).
 """

@@ -230,7 +230,11 @@ def add_generate(sub) -> None:
     p = sub.add_parser("generate", help="text -> video through the demo cascade (base -> TSR x2 -> SSR x2)")
     p.add_argument("prompt")
     p.add_argument("-o", "--output", default="out.mp4", help="output file (.mp4, .webm, .gif)")
-    p.add_argument("--fast", action="store_true", help="use the 8-step guided-distilled students (one evaluation per step)")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="use the guided-distilled students: base 8 steps, TSR 2, SSR 2 (one evaluation per step)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--negative", help="negative prompt (replaces the unconditional branch; teachers only)")
     p.add_argument("--steps", type=int, help="base sampling steps")
@@ -505,6 +509,17 @@ def cmd_export(a: argparse.Namespace) -> int:
     from .stage import load_stage
 
     stage = load_stage(a.src)
+    if a.steps:
+        d = stage.config.distillation
+        if d is None:
+            raise SystemExit(f"--steps lists a student's step counts; {a.src} is not a distilled student.")
+        try:
+            steps = tuple(int(s) for s in a.steps.split(","))
+        except ValueError:
+            raise SystemExit(f"--steps is a comma-separated list of step counts (e.g. 2,4); received {a.steps!r}.") from None
+        if not set(d.steps) <= set(steps):
+            raise SystemExit(f"--steps must keep the step counts {a.src} was distilled for ({d.steps}); received {steps}.")
+        stage.config = stage.config.replace(distillation=dataclasses.replace(d, steps=tuple(sorted(set(steps)))))
     stage.save(a.dst, dtype=torch.float16 if a.fp16 else None)
     print(f"wrote {a.dst}: {stage.config.describe()}")
     return 0
@@ -565,6 +580,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--fp16", action="store_true")
+    p.add_argument(
+        "--steps",
+        help="a student: the step counts it supports, e.g. 2,4 (its own plus those you measured it at; it refuses the others)",
+    )
     p.set_defaults(fn=cmd_export)
     p = sub.add_parser("convert", help="convert a pickled state dict (.pt/.ckpt) to a safetensors stage file")
     p.add_argument("src")

@@ -546,7 +546,7 @@ class _Evaluator:
 
     def _sr_students(self, role: str) -> dict[int, str]:
         """``{steps: stage key}`` of the SR role's students: the demo's student file and every
-        ``<teacher>_distilled_<n>step.safetensors`` beside it (most steps first)."""
+        ``<teacher>_distilled_<n>step.safetensors`` beside it, at every step count each supports (most steps first)."""
         found = {}
         stem = Path(self.files[role]).stem
         for path in sorted(self.root.glob(f"{stem}_distilled_*step.safetensors")):
@@ -554,7 +554,7 @@ class _Evaluator:
             self.files[key] = path.name
             st = self.stage(key)
             if st is not None and st.config.is_distilled:
-                found[st.config.distillation.steps[0]] = key
+                found.update(dict.fromkeys(st.config.distillation.steps, key))
         return dict(sorted(found.items(), reverse=True))
 
     def _distilled_base(self, teacher: Stage, student: Stage) -> dict:

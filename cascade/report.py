@@ -67,7 +67,7 @@ def report(r: dict) -> str:
         ("cascade", "Full cascade (base -> TSR -> SSR, 64x64, 32 frames) vs base alone"),
         (
             "cascade_fast",
-            "Fast cascade (the students: base 8 steps, TSR 2; the SSR teacher in 4 steps) vs the base student alone",
+            "Fast cascade (the students: base 8 steps, TSR 2, SSR 2) vs the base student alone",
         ),
     ):
         if r.get(key):

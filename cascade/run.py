@@ -49,21 +49,19 @@ DEFAULT_OPTIONS = {
     "tsr": _SR,
     "ssr": replace(_SR, refine_from=SSR_REFINE_FROM),
 }
-# how the demo's students sample (base 8 steps, TSR 2, SSR 4; their figures against the teachers: the
-# README's *Students*)
+# how the demo's students sample (base 8 steps, TSR 2, SSR 2 with the DDIM sampler it was distilled for; their
+# figures against the teachers: the README's *Students*)
 STUDENT_OPTIONS = {
     "base": SamplingOptions(
         steps=8, sampler="distilled_stochastic", guidance=GuidanceOptions(BASE_GUIDANCE, thresholding="dynamic")
     ),
     "tsr": replace(_SR_FAST, steps=2),
-    "ssr": replace(_SR_FAST, steps=4),
+    "ssr": replace(_SR_FAST, steps=2, sampler="ddim"),
 }
-# the fast path (`--fast`): the base and TSR students, and the SSR teacher itself at 4 steps of its refine grid,
-# which is within 0.35 dB of its 16 steps where its 4-step student (distilled on the uniform grid) is 2.4 dB below
-# (16 seed-99 probe clips: 42.44 / 42.79 / 40.00 dB; n = 64 in the README)
-FAST_OPTIONS = {**STUDENT_OPTIONS, "ssr": replace(DEFAULT_OPTIONS["ssr"], steps=4)}
+# the fast path (`--fast`): the three students
+FAST_OPTIONS = dict(STUDENT_OPTIONS)
 # the demo file (a key of DEMO_FILES) each role of the fast path loads
-FAST_FILES = {"base": "base_distilled", "tsr": "tsr_distilled", "ssr": "ssr"}
+FAST_FILES = {"base": "base_distilled", "tsr": "tsr_distilled", "ssr": "ssr_distilled"}
 
 
 @dataclass

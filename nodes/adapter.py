@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from ..cascade.demo import RETIRED_FILES
+
 log = logging.getLogger(__name__)
 
 PACK_DIR = Path(__file__).resolve().parent.parent
@@ -55,11 +57,20 @@ def register_folders() -> None:
         folder_paths.folder_names_and_paths[folder] = (paths, {".safetensors"})
 
 
-def list_models(folder: str = FOLDER) -> list[str]:
+def _files(folder: str) -> list[str]:
     if IN_COMFYUI:
-        return folder_paths.get_filename_list(folder)
+        return list(folder_paths.get_filename_list(folder))
     root = PACK_MODELS / folder
     return sorted(p.name for p in root.glob("*.safetensors")) if root.exists() else []
+
+
+def list_models(folder: str = FOLDER) -> list[str]:
+    """The folder's files, plus the names of retired demo files whose successor is there (so that saved
+    workflows naming them still validate; :func:`model_path` loads the successor)."""
+    names = _files(folder)
+    if folder == FOLDER:
+        names += [old for old, new in RETIRED_FILES.items() if new in names and old not in names]
+    return names
 
 
 _WHAT = {
@@ -69,6 +80,10 @@ _WHAT = {
 
 
 def model_path(name: str, folder: str = FOLDER) -> str:
+    files = _files(folder) if folder == FOLDER and name in RETIRED_FILES else ()
+    if name not in files and RETIRED_FILES.get(name) in files:
+        log.warning("%s was retired; loading %s, which replaced it (it samples the same step counts)", name, RETIRED_FILES[name])
+        name = RETIRED_FILES[name]
     if IN_COMFYUI:
         path = folder_paths.get_full_path(folder, name)
     else:

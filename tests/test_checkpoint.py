@@ -41,6 +41,29 @@ def test_fp16_export_loads(tmp_path):
     assert load_stage(tmp_path / "b.safetensors", dtype=torch.bfloat16).dtype == torch.bfloat16
 
 
+def test_export_lists_a_students_measured_step_counts(tmp_path):
+    """``export --steps 2,4``: the student's file then supports both; it must keep its own and be a student."""
+    from cascade.cli import main
+    from cascade.config import DistillationInfo
+    from cascade.distill import guided_student_from
+    from cascade.stage import Stage
+
+    teacher = tiny_stage("ssr")
+    g = guided_student_from(teacher)
+    Stage(g.config.replace(distillation=DistillationInfo(steps=(2,), sampler="ddim")), g.net).save(tmp_path / "s.safetensors")
+    assert main(["export", str(tmp_path / "s.safetensors"), str(tmp_path / "o.safetensors"), "--fp16", "--steps", "4,2"]) == 0
+    d = read_stage_config(tmp_path / "o.safetensors").distillation
+    assert d.steps == (2, 4) and d.sampler == "ddim"
+    with pytest.raises(SystemExit, match="must keep the step counts"):
+        main(["export", str(tmp_path / "s.safetensors"), str(tmp_path / "x.safetensors"), "--steps", "4"])
+    with pytest.raises(SystemExit, match="comma-separated"):
+        main(["export", str(tmp_path / "s.safetensors"), str(tmp_path / "x.safetensors"), "--steps", "two"])
+    teacher.save(tmp_path / "t.safetensors")
+    with pytest.raises(SystemExit, match="not a distilled student"):
+        main(["export", str(tmp_path / "t.safetensors"), str(tmp_path / "x.safetensors"), "--steps", "2"])
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_wrong_role_is_named(tmp_path):
     tiny_stage("tsr").save(tmp_path / "tsr.safetensors")
     with pytest.raises(CheckpointError, match=r"tsr.safetensors is a TSR x2 .* but a ssr stage was expected"):

@@ -320,7 +320,9 @@ def demo_dir(tmp_path_factory):
         st = guided_student_from(minilm_stage(role))
         from cascade.config import DistillationInfo
 
-        Stage(st.config.replace(distillation=DistillationInfo(steps=(STUDENT_OPTIONS[role].steps,), w_max=8.0)), st.net).save(
+        # the SSR student supports a second step count, like the shipped one (2 and 4)
+        steps = (STUDENT_OPTIONS[role].steps, 4) if role == "ssr" else (STUDENT_OPTIONS[role].steps,)
+        Stage(st.config.replace(distillation=DistillationInfo(steps=steps, w_max=8.0)), st.net).save(
             d / DEMO_FILES[role + "_distilled"]
         )
     # another TSR student beside the demo's (the evaluation finds it by its name), distilled for DDIM
@@ -345,6 +347,9 @@ def test_evaluate_writes_results_and_report(tmp_path, demo_dir):
     assert r["distilled"]["tsr teacher"]["psnr_inserted"] == r["tsr"]["psnr_inserted"]
     assert [k for k in r["distilled"] if k.startswith("tsr student")] == ["tsr student 8-step", "tsr student 2-step"]
     assert r["distilled"]["tsr student 2-step"]["nfe_per_video"] == 2
+    # a student that supports two step counts is measured at both
+    assert [k for k in r["distilled"] if k.startswith("ssr student")] == ["ssr student 4-step", "ssr student 2-step"]
+    assert r["distilled"]["ssr student 4-step"]["nfe_per_video"] == 4
     # each student samples with the sampler its file says it was distilled for
     assert r["distilled"]["tsr student 8-step"]["sampler"] == "ddim"
     assert r["distilled"]["tsr student 2-step"]["sampler"] == "distilled_stochastic"
@@ -493,12 +498,12 @@ def test_fast_cascade_sweep_pairs_each_configuration_with_the_default(tmp_path, 
     script = str(Path(__file__).resolve().parent.parent / "benchmarks" / "fast_cascade_sweep.py")
     out = tmp_path / "sweep"
     args = ["--models", str(demo_dir), "--samples", "2", "--splits", "seen", "--out", str(out)]
-    configs = ["--config", "base_distilled:8,tsr_distilled:2,ssr_distilled:4", "--config", "base:32,tsr:16,ssr:16"]
+    configs = ["--config", "base_distilled:8,tsr_distilled:2,ssr_distilled:2", "--config", "base:32,tsr:16,ssr:16"]
     monkeypatch.setattr(sys, "argv", ["fast_cascade_sweep.py", *args, *configs])
     runpy.run_path(script, run_name="__main__")
     r = json.loads((out / "results.json").read_text())
     fast, same = r["rows"]
-    assert sum(fast["nfe"].values()) == 14 and fast["fewer_evaluations"] == round(64 / 14, 2)
+    assert sum(fast["nfe"].values()) == 12 and fast["fewer_evaluations"] == round(64 / 12, 2)
     assert same["seen"]["cascade"] == r["reference"]["seen"]["cascade"] and same["within"] and same["fewer_evaluations"] == 1
     assert "Fewest evaluations within 5 points" in (out / "results.md").read_text()
     # a configuration that is not three FILE:STEPS entries is refused before any work
@@ -534,22 +539,26 @@ def test_repeated_sr_edges_and_grain_tell_grain_from_blur():
     assert mod["edges_and_grain"](up.unflatten(0, (2, 4)).transpose(1, 2), gt)[0] > 1.1
 
 
-def test_the_fast_path_runs_the_students_and_the_ssr_teacher_on_four_steps_of_its_refine_grid(demo_dir):
-    from cascade.demo import SSR_REFINE_FROM
+def test_the_fast_path_runs_the_three_students_each_on_its_own_grid_and_sampler(demo_dir):
+    from cascade.demo import DEMO_DIR, SSR_REFINE_FROM
     from cascade.run import load_demo_cascade
 
     c = load_demo_cascade(demo_dir, fast=True)
-    assert c.base.config.is_distilled and c.tsr.config.is_distilled and not c.ssr.config.is_distilled
-    assert FAST_FILES == {"base": "base_distilled", "tsr": "tsr_distilled", "ssr": "ssr"}
+    assert all(s.config.is_distilled for s in (c.base, c.tsr, c.ssr))
+    assert FAST_FILES == {"base": "base_distilled", "tsr": "tsr_distilled", "ssr": "ssr_distilled"}
+    assert FAST_OPTIONS == STUDENT_OPTIONS
+    # the shipped SSR student: 2 steps of its teacher's refine grid (the first step kept), DDIM, as its file records
+    shipped = load_stage(DEMO_DIR / DEMO_FILES["ssr_distilled"], role="ssr")
+    d = shipped.config.distillation
+    assert (d.steps, d.refine_from, d.sampler, d.consistency) == ((2, 4), pytest.approx(SSR_REFINE_FROM), "ddim", True)
     ssr = c.options["ssr"]
-    assert (ssr.steps, ssr.refine_from, ssr.sampler.name) == (4, SSR_REFINE_FROM, "ddim")
-    assert ssr == replace(DEFAULT_OPTIONS["ssr"], steps=4)
-    # the students keep the grids they were distilled on and their own sampler
+    assert (ssr.steps, ssr.refine_from, ssr.sampler.name, ssr.consistency) == (2, 1.0, d.sampler, True)
+    assert torch.allclose(ssr.grid(shipped), shipped.config.schedule.sigmas(2, refine_from=SSR_REFINE_FROM))
+    # the base and TSR students keep their uniform grids and the distilled sampler
     assert all(
         STUDENT_OPTIONS[r].refine_from == 1.0 and STUDENT_OPTIONS[r].sampler.name == "distilled_stochastic"
-        for r in STUDENT_OPTIONS
+        for r in ("base", "tsr")
     )
-    assert FAST_OPTIONS["base"] == STUDENT_OPTIONS["base"] and FAST_OPTIONS["tsr"] == STUDENT_OPTIONS["tsr"]
     frames, fps = c("a red circle moving right quickly", seed=3)
     assert frames.shape[0] == 2 * c.base.config.frames and frames.shape[1] == 2 * c.base.config.height
 

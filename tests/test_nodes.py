@@ -428,3 +428,33 @@ def test_batch_size_makes_separate_videos_each_with_its_own_seed(models, cond):
         tsr.interpolate(models["tsr"], images, fps, cond, 2, "imagen", 0.3, 7, 2, 0.0, frames_per_video=5)
     one = run_base(models, cond)["result"]
     assert len(one) == 3 and one[2] == 4 and one[0].shape[0] == 4  # a single video: unchanged IMAGE interop
+
+
+def test_a_saved_workflow_naming_a_retired_demo_file_loads_its_successor(tmp_path, monkeypatch, caplog):
+    """The retired name stays in the loader's list (so the workflow validates) while its successor is there,
+    and loads the successor, with a warning; a real file of that name wins."""
+    from imagen_video_pack.cascade.config import DistillationInfo
+    from imagen_video_pack.cascade.distill import guided_student_from
+    from imagen_video_pack.cascade.stage import Stage
+
+    (tmp_path / "imagen_video").mkdir()
+    st = minilm_stage("ssr")
+    g = guided_student_from(st)
+    Stage(g.config.replace(distillation=DistillationInfo(steps=(2, 4), w_max=1.0)), g.net).save(
+        tmp_path / "imagen_video" / "new_2step.safetensors"
+    )
+    monkeypatch.setattr(adapter, "PACK_MODELS", tmp_path)
+    monkeypatch.setattr(
+        adapter, "RETIRED_FILES", {"old_4step.safetensors": "new_2step.safetensors", "gone.safetensors": "absent.safetensors"}
+    )
+    names = M["ImagenVideoModelLoader"].INPUT_TYPES()["required"]["model_name"][0]
+    assert names == ["new_2step.safetensors", "old_4step.safetensors"]  # no successor, no name
+    with caplog.at_level("WARNING"):
+        model = M["ImagenVideoModelLoader"]().load("old_4step.safetensors")[0]
+    assert "old_4step.safetensors was retired; loading new_2step.safetensors" in caplog.text
+    assert model.stage.config.distillation.steps == (2, 4) and model.name == "old_4step.safetensors"
+    with pytest.raises(FileNotFoundError, match="gone.safetensors"):
+        M["ImagenVideoModelLoader"]().load("gone.safetensors")
+    Stage(st.config, st.net).save(tmp_path / "imagen_video" / "old_4step.safetensors")  # a user's own file of that name
+    assert not M["ImagenVideoModelLoader"]().load("old_4step.safetensors")[0].stage.config.is_distilled
+    assert M["ImagenVideoModelLoader"].INPUT_TYPES()["required"]["model_name"][0].count("old_4step.safetensors") == 1

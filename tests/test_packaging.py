@@ -116,3 +116,16 @@ def test_every_shipped_model_file_is_a_demo_file_and_they_fit_the_budget():
     assert {p.name for p in PHENAKI_DEMO_DIR.glob("*.safetensors")} == set(PHENAKI_DEMO_FILES.values())
     mb = lambda paths: sum(p.stat().st_size for p in paths) / 1e6  # noqa: E731
     assert mb(DEMO_DIR.glob("*.safetensors")) <= 30 and mb(PHENAKI_DEMO_DIR.glob("*.safetensors")) <= 10
+
+
+def test_a_retired_demo_file_has_a_shipped_successor_that_samples_its_step_counts():
+    """A saved workflow naming a retired file gets its successor: it must ship, and support the step count
+    the retired name promised (``..._<n>step``)."""
+    from cascade.checkpoint import read_stage_config
+    from cascade.demo import DEMO_DIR, DEMO_FILES, RETIRED_FILES
+
+    assert RETIRED_FILES
+    for old, new in RETIRED_FILES.items():
+        assert not (DEMO_DIR / old).exists() and new in DEMO_FILES.values()
+        steps = int(old.rsplit("_", 1)[1].removesuffix("step.safetensors"))
+        assert steps in read_stage_config(DEMO_DIR / new).distillation.steps
