@@ -338,6 +338,26 @@ def test_wrong_model_role_is_a_clear_error_and_the_next_prompt_runs(server):
     assert server.proc.poll() is None
 
 
+def test_a_saved_workflow_naming_the_retired_ssr_student_runs_with_its_successor(server):
+    """Workflows saved before the 4-step SSR student was retired name it with 4 steps and the distilled
+    sampler: ComfyUI's validation still accepts the name, and the 2-step student that replaced it runs."""
+    from cascade.demo import DEMO_FILES, RETIRED_FILES
+
+    ((old, new),) = RETIRED_FILES.items()
+    assert new == DEMO_FILES["ssr_distilled"]
+    wf = json.loads((ROOT / "example_workflows" / "imagen_video_distilled_fast.json").read_text())
+    prompt = ui_to_api(wf, _schemas(server))
+    loader = next(k for k, n in prompt.items() if n["inputs"].get("model_name") == new)
+    prompt[loader]["inputs"]["model_name"] = old
+    ssr = next(n for n in prompt.values() if n["inputs"].get("model") == [loader, 0])
+    ssr["inputs"].update(steps=4, sampler_name="distilled_stochastic")
+    r = server.queue(prompt)
+    assert "prompt_id" in r and not r.get("node_errors"), r
+    entry = server.wait(r["prompt_id"])
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-3000:]
+    assert _video_of(server, entry) == EXPECTED["imagen_video_distilled_fast"]
+
+
 # the node cases of the bad-input catalogue (tests/test_bad_inputs.py), in the real server: each is
 # answered with a clear error (by ComfyUI's validation or by the node, before heavy work)
 NODE_CASES = [
