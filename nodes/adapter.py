@@ -80,10 +80,10 @@ _WHAT = {
 
 
 def model_path(name: str, folder: str = FOLDER) -> str:
-    files = _files(folder) if folder == FOLDER and name in RETIRED_FILES else ()
-    if name not in files and RETIRED_FILES.get(name) in files:
-        log.warning("%s was retired; loading %s, which replaced it (it samples the same step counts)", name, RETIRED_FILES[name])
-        name = RETIRED_FILES[name]
+    successor = RETIRED_FILES.get(name) if folder == FOLDER else None
+    if successor is not None and successor in (files := _files(folder)) and name not in files:
+        log.warning("%s was retired; loading %s, which replaced it (it samples the same step counts)", name, successor)
+        name = successor
     if IN_COMFYUI:
         path = folder_paths.get_full_path(folder, name)
     else:
