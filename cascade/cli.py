@@ -337,7 +337,7 @@ def add_evaluate(sub) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument(
         "--parts",
-        help="comma list of: detector,base,ssr,tsr,cascade,distilled,phenaki (cascade = cascade_default + cascade_fast, each also alone)",
+        help="comma list of: detector,base,ssr,tsr,cascade,distilled,story,phenaki (cascade = cascade_default + cascade_fast, each also alone; story likewise)",
     )
     p.add_argument("--w", help="comma list of guidance weights for the base sweep (default 0,2,4,6)")
     p.add_argument("--extra-students", help="folder with student_4step / student_2step files of the base")

@@ -11,6 +11,8 @@ Writes ``results.json``, ``report.md`` and picture grids. Measures (spec §5.5):
 * both SR stages also on clips unlike their training data (:data:`SR_CLIP_SETS`: motion twice as
   fast as the fastest trained, slow motion, other backgrounds, colours and sizes);
 * the full cascade's adherence vs the base alone;
+* story mode: two-scene stories through the cascade, each scene's adherence vs the same prompt
+  generated alone, and whether colour and shape carry across a boundary whose prompt keeps them;
 * distilled students vs their teachers: adherence, paired PSNR, network evaluations per video.
 """
 
@@ -27,6 +29,7 @@ import torch
 
 from .conditioning import resize_video
 from .data.captions import phrase
+from .data.detector import detect
 from .data.shapes import BACKGROUND, EXTRA_SHAPES, SPEEDS, Attributes, all_attributes, caption, render_clip
 from .frames import frames_to_video, video_to_frames
 from .interpolation import flow_interpolate, lanczos_resize, position_error
@@ -38,6 +41,7 @@ from .metrics import (
     merge_adherence,
     psnr,
     repeat_frames,
+    score_detections,
     ssim,
 )
 from .pipeline import SamplingOptions, generate, upsample_spatial, upsample_temporal
@@ -73,7 +77,7 @@ class EvalConfig:
     w_values: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0)
     seed: int = 1234
     batch: int = 16
-    parts: tuple[str, ...] = ("detector", "base", "ssr", "tsr", "cascade", "distilled")
+    parts: tuple[str, ...] = ("detector", "base", "ssr", "tsr", "cascade", "distilled", "story")
     extra_students: str | None = None  # folder with 4-/2-step students of the base (optional)
     cache: str | None = None  # folder shared by runs split over processes: base videos computed once
     # clip sets of the SR parts (SR_CLIP_SETS); the SSR skips the motion-only ones
@@ -153,6 +157,35 @@ def _prompts(split: str, n: int, seed: int) -> list[Attributes]:
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-n // len(pool)))])[:n]
     return [pool[i] for i in order]
+
+
+# story part: base frames per scene (one base window: 4 s at the base's 4 fps)
+STORY_SCENE_FRAMES = 16
+
+
+def _story_pairs(n: int, seed: int) -> list[tuple[Attributes, Attributes]]:
+    """``n`` two-scene stories over the training combinations: the first scene's prompt is spread
+    over the pool like :func:`_prompts`; the second keeps its colour and shape and moves another way
+    (another direction of a training combination; a random speed)."""
+    pool = all_attributes("train")
+    rng = np.random.default_rng([seed, 17])
+    out = []
+    for a in _prompts("seen", n, seed):
+        others = [b for b in pool if (b.colour, b.shape) == (a.colour, a.shape) and b.direction != a.direction]
+        out.append((a, others[int(rng.integers(len(others)))]))
+    return out
+
+
+def continuity(first: list[tuple], second: list[tuple], attrs: list[Attributes]) -> dict:
+    """At boundaries whose two prompts share the colour and shape of ``attrs``, given the detector's
+    reading of the scene before (``first``) and after (``second``): the fraction where both read the
+    prompts' colour and shape, and the looser fraction where both read the same colour and shape."""
+    right = lambda d, a: tuple(d[:2]) == (a.colour, a.shape)  # noqa: E731
+    return {
+        "boundaries": len(attrs),
+        "right_both_sides": float(np.mean([right(d, a) and right(e, a) for d, e, a in zip(first, second, attrs, strict=True)])),
+        "same_both_sides": float(np.mean([tuple(d[:2]) == tuple(e[:2]) for d, e in zip(first, second, strict=True)])),
+    }
 
 
 class _Evaluator:
@@ -482,16 +515,9 @@ class _Evaluator:
         res = {}
         for split in splits:
             base, attrs, seconds = self.split_videos(keys[0], opts["base"], split)
-            finals = []
             t0 = time.time()
-            for i, chunk in self.batches(attrs):
-                text = self.text(chunk)
-                v = upsample_temporal(
-                    stages[1], base[i : i + len(chunk)], text, options=opts["tsr"].for_stage(self.cfg.seed + i, "tsr")
-                )
-                finals.append(upsample_spatial(stages[2], v, text, options=opts["ssr"].for_stage(self.cfg.seed + i, "ssr")))
+            final = self._upsample(stages, opts, base, attrs, self.cfg.seed)
             seconds += time.time() - t0
-            final = torch.cat(finals).cpu()
             res[split] = {
                 "cascade": adherence(final, attrs, 1),
                 "base": adherence(base, attrs, self.frame_step(keys[0])),
@@ -499,6 +525,77 @@ class _Evaluator:
             }
             if split == "seen":
                 self._save_grid(final[:8], attrs[:8], f"cascade{tag}_{split}.png")
+        return res
+
+    def _upsample(self, stages: list[Stage], opts: dict[str, SamplingOptions], base: torch.Tensor, attrs, seed0: int):
+        """``base`` videos through the TSR and SSR of ``stages`` (their seeds from ``seed0`` per batch)."""
+        finals = []
+        for i, chunk in self.batches(attrs):
+            text = self.text(chunk)
+            v = upsample_temporal(stages[1], base[i : i + len(chunk)], text, options=opts["tsr"].for_stage(seed0 + i, "tsr"))
+            finals.append(upsample_spatial(stages[2], v, text, options=opts["ssr"].for_stage(seed0 + i, "ssr")))
+        return torch.cat(finals).cpu()
+
+    def story(self, fast: bool = False) -> dict:
+        """Story mode through the cascade (the fast path's students when ``fast``): ``samples``
+        two-scene stories (:func:`_story_pairs`, :data:`STORY_SCENE_FRAMES` base frames per scene,
+        :func:`cascade.story.run_story` at its defaults, one seed per story), read by the detector
+        scene by scene on the final 64 px frames. Against it, each scene's prompt generated alone
+        (the same cascade and options). Continuity: at each boundary (every second prompt keeps the
+        first's colour and shape), both scenes read with the prompts' colour and shape; and, looser,
+        the same colour and shape read on both sides, whatever they are."""
+        from .story import Scene, run_story
+
+        keys = ("base", "tsr", "ssr") if not fast else tuple(FAST_FILES[r] for r in ("base", "tsr", "ssr"))
+        opts = FAST_OPTIONS if fast else DEFAULT_OPTIONS
+        stages = [self.stage(k) for k in keys]
+        if any(s is None for s in stages):
+            return {}
+        pairs = _story_pairs(self.cfg.samples, self.cfg.seed + 11)
+        attrs = [a for a, _ in pairs] + [b for _, b in pairs]  # first scenes, then second scenes
+        scenes_read: list = [None] * len(attrs)
+        t0 = time.time()
+        grid = []
+        for i, (a, b) in enumerate(pairs):
+            chunks: list[torch.Tensor] = []
+            scenes = [Scene(caption(a, 0), STORY_SCENE_FRAMES), Scene(caption(b, 0), STORY_SCENE_FRAMES)]
+            r = run_story(
+                scenes,
+                base=stages[0],
+                encode=lambda captions: self.text(None, captions),
+                tsr=stages[1],
+                ssr=stages[2],
+                options=opts,
+                sink=lambda frames, scene, out=chunks: out.append(frames.cpu()),
+                seed=self.cfg.seed + 7919 * i,
+            )
+            video = torch.cat(chunks, dim=2)[0]  # (3, T, H, W); the scenes are equally long
+            cut = r["frames"] // 2
+            for j, part in ((i, video[:, :cut]), (len(pairs) + i, video[:, cut:])):
+                scenes_read[j] = detect(video_to_frames(part).numpy(), frame_step=1).as_tuple()
+            if i < 4:
+                grid.append(video)
+        story_seconds = time.time() - t0
+        t0 = time.time()
+        alone = self._upsample(
+            stages, opts, self.base_videos(stages[0], attrs, opts["base"], self.cfg.seed + 3), attrs, self.cfg.seed + 3
+        )
+        alone_seconds = time.time() - t0
+        n = len(pairs)
+        first, second = scenes_read[:n], scenes_read[n:]
+        res = {
+            "scene_base_frames": STORY_SCENE_FRAMES,
+            "stories": n,
+            "story": score_detections(scenes_read, attrs),
+            "story_first_scenes": score_detections(first, attrs[:n]),
+            "story_second_scenes": score_detections(second, attrs[n:]),
+            "alone": adherence(alone, attrs, 1),
+            "continuity": continuity(first, second, [a for a, _ in pairs]),
+            "seconds_per_story": round(story_seconds / n, 2),
+            "seconds_per_video_alone": round(alone_seconds / len(attrs), 2),
+        }
+        if grid:
+            self._save_grid(torch.stack(grid), None, f"story{'_fast' if fast else ''}.png", frames=12)
         return res
 
     def distilled(self) -> dict:
@@ -626,11 +723,12 @@ def evaluate(cfg: EvalConfig) -> dict:
     t0 = time.time()
     for part in cfg.parts:
         t1 = time.time()
-        if part in ("cascade", "cascade_default"):  # cascade = cascade_default + cascade_fast
-            ev.results["cascade"] = ev.cascade()
-        if part in ("cascade", "cascade_fast"):
-            ev.results["cascade_fast"] = ev.cascade(fast=True)
-        if not part.startswith("cascade"):
+        for name in ("cascade", "story"):  # cascade = cascade_default + cascade_fast; story likewise
+            if part in (name, f"{name}_default"):
+                ev.results[name] = getattr(ev, name)()
+            if part in (name, f"{name}_fast"):
+                ev.results[f"{name}_fast"] = getattr(ev, name)(fast=True)
+        if not part.startswith(("cascade", "story")):
             ev.results[part] = getattr(ev, part)()
         log.info("%s done in %.0fs", part, time.time() - t1)
         (ev.out / "results.json").write_text(json.dumps(ev.results, indent=2))

@@ -11,7 +11,17 @@ from .data.detector import detect
 from .data.shapes import Attributes
 from .frames import video_to_frames
 
-__all__ = ["ATTRS", "adherence", "blend_frames", "bicubic_upscale", "merge_adherence", "psnr", "repeat_frames", "ssim"]
+__all__ = [
+    "ATTRS",
+    "adherence",
+    "blend_frames",
+    "bicubic_upscale",
+    "merge_adherence",
+    "psnr",
+    "repeat_frames",
+    "score_detections",
+    "ssim",
+]
 
 ATTRS = ("colour", "shape", "direction", "speed")
 
@@ -42,11 +52,17 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def adherence(videos: torch.Tensor, attrs: list[Attributes], frame_step: int) -> dict:
     """Detector accuracy for ``videos`` (B, 3, T, H, W) in [-1, 1]."""
+    return score_detections([detect(video_to_frames(v).numpy(), frame_step=frame_step).as_tuple() for v in videos], attrs)
+
+
+def score_detections(read: list[tuple], attrs: list[Attributes]) -> dict:
+    """Per attribute and all four: the fraction of detections (``Detection.as_tuple()``) that match ``attrs``."""
+    if len(read) != len(attrs):
+        raise ValueError(f"{len(read)} detections for {len(attrs)} prompts.")
     hits = {k: 0 for k in ATTRS}
     all_ok = 0
-    for v, a in zip(videos, attrs):
-        d = detect(video_to_frames(v).numpy(), frame_step=frame_step)
-        ok = [x == y for x, y in zip(d.as_tuple(), a.as_tuple())]
+    for d, a in zip(read, attrs):
+        ok = [x == y for x, y in zip(d, a.as_tuple())]
         for k, o in zip(ATTRS, ok):
             hits[k] += o
         all_ok += all(ok)

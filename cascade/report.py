@@ -85,6 +85,9 @@ def report(r: dict) -> str:
                     + f" | {v['seconds_per_video']} |"
                 )
             lines.append("")
+    for key, title in (("story", "Story mode (two-scene stories)"), ("story_fast", "Story mode, fast path")):
+        if r.get(key):
+            lines += _story_section(r[key], title)
     if r.get("phenaki"):
         lines += _phenaki_section(r["phenaki"])
     if r.get("ssr"):
@@ -145,6 +148,35 @@ def report(r: dict) -> str:
         lines.append("")
     lines.append(f"Total evaluation time: {r.get('seconds', 0) / 60:.1f} min.")
     return "\n".join(lines) + "\n"
+
+
+def _story_section(s: dict, title: str) -> list[str]:
+    c = s["continuity"]
+    lines = [
+        f"## {title}",
+        "",
+        f"{s['stories']} stories of two {s['scene_base_frames']}-frame base scenes, the second keeping the first's colour and"
+        " shape; each scene read on the final video, and each prompt generated alone.",
+        "",
+        "| scenes | all four right | colour / shape / direction / speed | n |",
+        "|---|---|---|---|",
+    ]
+    for k, name in (
+        ("story", "in the stories"),
+        ("story_first_scenes", "first scenes"),
+        ("story_second_scenes", "second scenes (after the boundary)"),
+        ("alone", "the same prompts alone"),
+    ):
+        v = s[k]
+        lines.append(f"| {name} | {_pct(v['all'])} | " + " / ".join(_pct(v[a]) for a in ATTRS) + f" | {v['n']} |")
+    lines += [
+        "",
+        f"Continuity at {c['boundaries']} boundaries: the prompts' colour and shape on both sides "
+        f"{_pct(c['right_both_sides'])}; the same colour and shape read on both sides {_pct(c['same_both_sides'])}.",
+        f"Seconds per story {s['seconds_per_story']}, per video alone {s['seconds_per_video_alone']}.",
+        "",
+    ]
+    return lines
 
 
 SR_SET_TITLES = {

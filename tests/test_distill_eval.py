@@ -366,6 +366,68 @@ def test_evaluate_writes_results_and_report(tmp_path, demo_dir):
     label = "DDIM + CFG" if base_opts.guidance.w else "DDIM"
     assert f"| teacher | {label} | {base_opts.steps} | {r['distilled']['base teacher']['nfe_per_video']} |" in report
     assert (tmp_path / "eval" / "base_seen.png").exists()
+    # story mode, default and fast: two stories of two scenes, each scene read, each prompt also alone
+    for key in ("story", "story_fast"):
+        assert r[key]["stories"] == 2 and r[key]["continuity"]["boundaries"] == 2
+        assert r[key]["story"]["n"] == r[key]["alone"]["n"] == 4 and r[key]["story_second_scenes"]["n"] == 2
+    assert "Story mode (two-scene stories)" in report and "Story mode, fast path" in report
+    assert (tmp_path / "eval" / "story.png").exists()
+
+
+def test_story_pairs_keep_colour_and_shape_and_move_another_way():
+    from cascade.evaluate import _prompts, _story_pairs
+
+    pairs = _story_pairs(64, 5)
+    train = set(all_attributes("train"))
+    assert [a for a, _ in pairs] == _prompts("seen", 64, 5)  # the first scenes spread like the evaluation's prompts
+    for a, b in pairs:
+        assert b in train and (b.colour, b.shape) == (a.colour, a.shape) and b.direction != a.direction
+    assert _story_pairs(64, 5) == pairs and _story_pairs(64, 6) != pairs
+
+
+def test_continuity_needs_the_prompts_colour_and_shape_on_both_sides():
+    from cascade.evaluate import continuity
+
+    a = [Attributes("red", "square", "left", "slowly")] * 4
+    right, round_ = ("red", "square", "up", "quickly"), ("red", "circle", "up", "quickly")
+    first = [right, right, round_, round_]
+    second = [right, round_, right, round_]
+    c = continuity(first, second, a)
+    assert c == {"boundaries": 4, "right_both_sides": 0.25, "same_both_sides": 0.5}
+    with pytest.raises(ValueError):
+        continuity(first, second[:3], a)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_story_part_reads_each_scene_of_the_final_video_separately(tmp_path, demo_dir, monkeypatch, keep):
+    """A story whose frames are ground truth of each scene's prompt (streamed in chunks that straddle the
+    boundary, as the SR stages do): every scene reads right, and continuity is 1; a second scene that draws
+    another shape reads wrong there, and continuity is 0."""
+    import numpy as np
+
+    import cascade.story
+    from cascade.frames import frames_to_video
+
+    def ground_truth_story(scenes, *, sink, seed, **kw):
+        clips = []
+        for i, sc in enumerate(scenes):
+            words = sc.prompt.split()
+            a = Attributes(words[1], words[2], words[4], words[5])
+            if i == 1 and not keep:
+                a = replace(a, shape="triangle" if a.shape != "triangle" else "circle")
+            clips.append(frames_to_video(render_clip(a, frames=32, size=64, rng=np.random.default_rng(seed + i))))
+        video = torch.cat(clips, dim=1)[None]
+        for s in range(0, video.shape[2], 12):
+            sink(video[:, :, s : s + 12], 0)
+        return {"frames": video.shape[2], "seconds_per_scene": [0.0, 0.0]}
+
+    monkeypatch.setattr(cascade.story, "run_story", ground_truth_story)
+    r = evaluate(EvalConfig(models=str(demo_dir), out=str(tmp_path / "ev"), samples=4, batch=4, parts=("story_default",)))
+    s = r["story"]
+    assert "story_fast" not in r
+    assert s["story_first_scenes"]["all"] == 1.0
+    assert s["story_second_scenes"]["all"] == (1.0 if keep else 0.0)
+    assert s["continuity"] == {"boundaries": 4, "right_both_sides": float(keep), "same_both_sides": float(keep)}
 
 
 @pytest.mark.gpu
