@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .checks import check_count, check_memory
-from .conditioning import fit_video, resize_video, tsr_condition, tsr_output_frames
+from .conditioning import check_motion_search, fit_video, resize_video, tsr_condition, tsr_output_frames
 from .diffusion import augment_condition
 from .guidance import ClassifierFreeGuidance, FramePrompts, GuidanceOptions, PromptBlend
 from .roles import get_role, require_role
@@ -90,6 +90,10 @@ class SamplingOptions:
     # to this time and the other steps - 1 refine the stage's first prediction from there, at low noise
     # (CosineSchedule.sigmas; the demo SSR: 16 seed-99 probe clips at 16 steps 41.1 -> 42.8 dB)
     refine_from: float = 1.0
+    # TSR stages with consistency: how far (pixels, between two input frames) the projection searches for
+    # the displacement along which the two input frames agree, so that a moving object they both show is
+    # copied at its place in between (conditioning.motion_compensated_pairs); 0 copies only what does not move
+    motion_search: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
@@ -131,6 +135,7 @@ class SamplingOptions:
             raise ValueError(f"The noise-augmentation level must be in [0, 1]; received {self.aug_level}.")
         if not isinstance(self.consistency, bool):
             raise ValueError(f"consistency is True or False; received {self.consistency!r}.")
+        check_motion_search(self.motion_search)
 
     def grid(self, stage: Stage, device=None) -> torch.Tensor:
         """The sigma grid this run samples: the given ``sigmas``, else the stage's schedule for
@@ -198,6 +203,11 @@ def check_options(stage: Stage, opts: SamplingOptions, negative: TextEmbedding |
         raise ValueError("denoise < 1 starts from the stage's input video: it is an option of SR stages, not of a base stage.")
     if opts.consistency and not get_role(stage.role).takes_video:
         raise ValueError("consistency projects onto a stage's input video: it is an option of SR stages, not of a base stage.")
+    if opts.motion_search and stage.role != "tsr":
+        raise ValueError(
+            f"motion_search is how far a TSR stage's projection looks for motion between its input frames; "
+            f"{cfg.describe()} has no use for it. Set it to 0."
+        )
     if cfg.is_distilled:
         if opts.denoise < 1:
             raise ValueError("A distilled student samples the step grid it was distilled on: use denoise = 1.")
@@ -373,7 +383,7 @@ def _sample_input_video(stage, padded, crop, text, negative, options, *, inputs,
     if d is not None and d.consistency and not options.consistency:
         _warn_projection_off(str(stage.source or stage.config.name or "This student"))
     if options.consistency:
-        project = get_role(stage.role).projection(stage.config, inputs)
+        project = get_role(stage.role).projection(stage.config, {**inputs, "motion_search": options.motion_search})
         if project is None:
             raise ValueError(
                 f"consistency=True projects onto the input of an SSR or TSR stage; {stage.config.describe()} has no "

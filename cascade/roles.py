@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .conditioning import known_frames_condition, resize_video, ssr_projector, tsr_condition, tsr_project
+from .conditioning import known_frames_condition, resize_video, ssr_projector, tsr_condition, tsr_projector
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import StageConfig
@@ -256,8 +256,7 @@ class TemporalSRRole(Role):
         return {"cond": cond, "aug_logsnr": aug_logsnr}
 
     def projection(self, cfg, inputs):
-        low = inputs["low"]
-        return lambda x0: tsr_project(x0, low.to(x0), cfg.temporal_factor)
+        return tsr_projector(inputs["low"], cfg.temporal_factor, motion_radius=inputs.get("motion_search", 0.0))
 
 
 _REGISTRY: dict[str, Role] = {}

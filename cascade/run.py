@@ -19,6 +19,7 @@ from .demo import (
     SR_AUG_LEVEL,
     SR_CONSISTENCY,
     SSR_REFINE_FROM,
+    TSR_MOTION_SEARCH,
 )
 from .frames import video_to_frames
 from .guidance import GuidanceOptions
@@ -46,7 +47,7 @@ _SR = SamplingOptions(
 _SR_FAST = replace(_SR, steps=8, sampler="distilled_stochastic")
 DEFAULT_OPTIONS = {
     "base": SamplingOptions(steps=32, sampler="ddim", guidance=GuidanceOptions(BASE_GUIDANCE, thresholding="dynamic")),
-    "tsr": _SR,
+    "tsr": replace(_SR, motion_search=TSR_MOTION_SEARCH),
     "ssr": replace(_SR, refine_from=SSR_REFINE_FROM),
 }
 # how the demo's students sample (base 8 steps, TSR 2, SSR 2 with the DDIM sampler it was distilled for; their
@@ -55,7 +56,7 @@ STUDENT_OPTIONS = {
     "base": SamplingOptions(
         steps=8, sampler="distilled_stochastic", guidance=GuidanceOptions(BASE_GUIDANCE, thresholding="dynamic")
     ),
-    "tsr": replace(_SR_FAST, steps=2),
+    "tsr": replace(_SR_FAST, steps=2, motion_search=TSR_MOTION_SEARCH),
     "ssr": replace(_SR_FAST, steps=2, sampler="ddim"),
 }
 # the fast path (`--fast`): the three students

@@ -113,6 +113,18 @@ CONSISTENCY = (
         "model draws only what the input does not determine. Off: the paper's stages, which redraw everything.",
     },
 )
+MOTION_SEARCH = (
+    "FLOAT",
+    {
+        "default": 0.0,
+        "min": 0.0,
+        "max": 8.0,
+        "step": 0.5,
+        "tooltip": "TSR with consistency on: also copy a moving object that the two input frames around an inserted frame "
+        "both show, searching up to this many pixels for how far it moved between them. 0 copies only what does not "
+        "move (what this node did before the input existed); the demo cascade uses 3.",
+    },
+)
 # the optional inputs both SR nodes end with (in this order: the schema snapshot holds it)
 SR_TAIL = {
     "denoise": (
@@ -645,6 +657,7 @@ class ImagenVideoTemporalSR:
                     {"default": 32, "min": 4, "max": 1024, "tooltip": "Output frames per temporal window (overlap 8)."},
                 ),
                 **SR_TAIL,
+                "motion_search": MOTION_SEARCH,
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -670,6 +683,7 @@ class ImagenVideoTemporalSR:
         frames_per_video=0,
         consistency=False,
         refine_from=1.0,
+        motion_search=0.0,
         unique_id=None,
     ):
         model.require("tsr", "ImagenVideoTemporalSR")
@@ -677,7 +691,7 @@ class ImagenVideoTemporalSR:
         parts = _split_videos(image_to_video(images), frames_per_video)
         text, neg = _text(model, positive, negative)
         opts = _sr_options(steps, guidance, noise_augmentation, seed)
-        opts = replace(opts, denoise=denoise, consistency=consistency, refine_from=refine_from)
+        opts = replace(opts, denoise=denoise, consistency=consistency, refine_from=refine_from, motion_search=motion_search)
         opts = _core(opts, model, sampler, sigmas)
         out = _run_tsr(model, parts, text, neg, multiplier, frame_count_mode, opts, window_frames, unique_id)
         return _result(out, output_fps(model.stage.config, fps, multiplier), show_animation, (out.shape[2] // len(parts),))
@@ -760,6 +774,7 @@ class ImagenVideoDistilledSampler:
                 ),
                 "noise_augmentation": NOISE_AUG,
                 "consistency": _w(CONSISTENCY, "SSR / TSR students: " + CONSISTENCY[1]["tooltip"]),
+                "motion_search": _w(MOTION_SEARCH, "TSR students: " + MOTION_SEARCH[1]["tooltip"]),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -782,6 +797,7 @@ class ImagenVideoDistilledSampler:
         frame_count_mode="imagen",
         noise_augmentation=SR_AUG_LEVEL,
         consistency=False,
+        motion_search=0.0,
         unique_id=None,
     ):
         cfg = model.stage.config
@@ -801,6 +817,7 @@ class ImagenVideoDistilledSampler:
             aug_level=noise_augmentation,
             seed=seed,
             consistency=consistency,
+            motion_search=motion_search,
         )
         check_options(model.stage, opts)  # the student's step counts and guidance range, before any work
         if not takes_video:

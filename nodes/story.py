@@ -17,7 +17,20 @@ from ..cascade.story import StoryOptions, parse_story, run_story, story_base_fra
 from ..cascade.video_io import VideoWriter
 from . import adapter
 from .models import MODEL_TYPE, TEXT_ENCODER_TYPE, ready_together
-from .stages import CONSISTENCY, FPS, GUIDANCE, NOISE_AUG, REFINE_FROM, SEED, _check_fps, _preview, _result, _running, _w
+from .stages import (
+    CONSISTENCY,
+    FPS,
+    GUIDANCE,
+    MOTION_SEARCH,
+    NOISE_AUG,
+    REFINE_FROM,
+    SEED,
+    _check_fps,
+    _preview,
+    _result,
+    _running,
+    _w,
+)
 
 CATEGORY = "Imagen Video/story"
 STORY_DEFAULT = (
@@ -216,6 +229,7 @@ class ImagenVideoStoryToVideo:
                 "sr_consistency": _w(CONSISTENCY, "TSR / SSR stages: " + CONSISTENCY[1]["tooltip"]),
                 "scene_change_frames": SCENE_CHANGE_FRAMES,
                 "ssr_refine_from": _w(REFINE_FROM, "SSR stage: " + REFINE_FROM[1]["tooltip"]),
+                "tsr_motion_search": _w(MOTION_SEARCH, "TSR stage: " + MOTION_SEARCH[1]["tooltip"]),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -243,6 +257,7 @@ class ImagenVideoStoryToVideo:
         sr_consistency=False,
         scene_change_frames=-1,
         ssr_refine_from=1.0,
+        tsr_motion_search=0.0,
         unique_id=None,
     ):
         model.require("base", "ImagenVideoStoryToVideo")
@@ -259,7 +274,11 @@ class ImagenVideoStoryToVideo:
             aug_level=sr_noise_augmentation,
             consistency=sr_consistency,
         )
-        options = {"base": base_opts, "tsr": sr_opts, "ssr": replace(sr_opts, refine_from=ssr_refine_from)}
+        options = {
+            "base": base_opts,
+            "tsr": replace(sr_opts, motion_search=tsr_motion_search),
+            "ssr": replace(sr_opts, refine_from=ssr_refine_from),
+        }
         for m, key in ((model, "base"), (tsr_model, "tsr"), (ssr_model, "ssr")):  # refuse before any work
             if m is not None:
                 check_options(m.stage, options[key])

@@ -16,7 +16,7 @@ from packimport import ROOT, load_pack  # noqa: E402
 from workflows import core_schema, is_widget, pack_schema  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-from cascade.demo import SR_AUG_LEVEL, SR_CONSISTENCY, SSR_REFINE_FROM  # noqa: E402
+from cascade.demo import SR_AUG_LEVEL, SR_CONSISTENCY, SSR_REFINE_FROM, TSR_MOTION_SEARCH  # noqa: E402
 from cascade.story import StoryOptions  # noqa: E402
 
 OUT = ROOT / "example_workflows"
@@ -30,16 +30,17 @@ CVIVIT, MASKGIT = "demo_cvivit_17f_32px.safetensors", "demo_maskgit_17f_32px.saf
 
 # the demo cascade's settings where a node's widget default keeps the behaviour of older workflows:
 # the SR stages project onto their input (cascade.demo.SR_CONSISTENCY), the SSR samples the refine grid
-# (SSR_REFINE_FROM), and a story's new scene continues
+# (SSR_REFINE_FROM), the TSR's projection searches for motion (TSR_MOTION_SEARCH), and a story's new scene continues
 # from one frame (StoryOptions.change_context), as `python -m cascade` does
 DEMO_WIDGETS = {
-    "ImagenVideoTemporalSR": {"consistency": SR_CONSISTENCY},
+    "ImagenVideoTemporalSR": {"consistency": SR_CONSISTENCY, "motion_search": TSR_MOTION_SEARCH},
     "ImagenVideoSpatialSR": {"consistency": SR_CONSISTENCY, "refine_from": SSR_REFINE_FROM},
     "ImagenVideoStoryToVideo": {
         "sr_noise_augmentation": SR_AUG_LEVEL,
         "sr_consistency": SR_CONSISTENCY,
         "scene_change_frames": StoryOptions().change_context,
         "ssr_refine_from": SSR_REFINE_FROM,
+        "tsr_motion_search": TSR_MOTION_SEARCH,
     },
 }
 
@@ -228,7 +229,7 @@ def distilled(schemas):
     tsr = g.add(
         "ImagenVideoDistilledSampler",
         (740, 0),
-        {"seed": 43, "guidance": 0.0, "steps": 2, "consistency": SR_CONSISTENCY},
+        {"seed": 43, "guidance": 0.0, "steps": 2, "consistency": SR_CONSISTENCY, "motion_search": TSR_MOTION_SEARCH},
         {"model": (lt, 0), "positive": (txt, 0), "images": (base, 0), "fps": (base, 1)},
         size=(320, 480),
     )

@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from cascade.conditioning import (
+    check_motion_search,
     known_frames_condition,
+    motion_compensated_pairs,
     resize_video,
     ssr_project,
     tsr_condition,
@@ -168,6 +170,51 @@ def test_tsr_projection_keeps_the_input_frames_and_copies_what_does_not_move(mod
     assert torch.allclose(a.permute(1, 0, 2, 3, 4)[:, moving], b.permute(1, 0, 2, 3, 4)[:, moving], atol=1e-3)
     if mode == "imagen":  # past the last input frame: its error is held, nothing is blended
         assert torch.allclose(out[:, :, -1], x0[:, :, -1] + (low[:, :, -1] - x0[:, :, -f]), atol=1e-6)
+
+
+def _block(x: int, y: int = 10, size: int = 32, side: int = 6) -> torch.Tensor:
+    """A frame (3, size, size) in [-1, 1]: a bright block of ``side`` px at (x, y) on a dark background."""
+    f = torch.full((3, size, size), -0.8)
+    f[:, y : y + side, x : x + side] = torch.tensor([0.9, 0.2, -0.3]).reshape(3, 1, 1)
+    return f
+
+
+def test_motion_search_finds_the_displacement_the_two_frames_agree_on():
+    """A block 4 px further right in the second frame: along that displacement, both frames sampled for
+    the time halfway show the block halfway, exactly; with no search they are the frames themselves."""
+    a, b, mid = _block(8)[None], _block(12)[None], _block(10)[None]
+    sa, sb = motion_compensated_pairs(a, b, torch.tensor([0.5]), radius=5)
+    assert torch.allclose(sa, mid, atol=1e-5) and torch.allclose(sb, mid, atol=1e-5)
+    # a quarter of the way: the block 1 px along, seen from both frames
+    sa, sb = motion_compensated_pairs(a, b, torch.tensor([0.25]), radius=5)
+    assert torch.allclose(sa, _block(9)[None], atol=1e-5) and torch.allclose(sb, _block(9)[None], atol=1e-5)
+    # out of reach (the block moved 4 px, the search looks 1 px) or no search: nothing lines the block up
+    far_a, far_b = motion_compensated_pairs(a, b, torch.tensor([0.5]), radius=1)
+    assert (far_a - far_b).abs().amax() > 1
+    assert motion_compensated_pairs(a, b, torch.tensor([0.5]), radius=0) == (a, b)
+
+
+def test_tsr_projection_with_motion_search_copies_a_moving_object_between_its_input_frames():
+    """Input frames of a block moving 4 px per frame: with the search, the inserted frames show the block
+    where it is halfway (much closer than the projection without it, which leaves the network's guess
+    there); what does not move and the input frames are as before."""
+    low = torch.stack([_block(4 + 4 * i) for i in range(4)], dim=1)[None]  # (1, 3, 4, 32, 32)
+    truth = torch.stack([_block(4 + 2 * i) for i in range(7)], dim=1)[None]
+    x0 = torch.zeros_like(truth)  # a prediction that knows nothing
+    still = tsr_project(x0, low, 2)
+    moved = tsr_project(x0, low, 2, motion_radius=4)
+    assert torch.allclose(moved[:, :, ::2], low, atol=1e-6) and torch.allclose(still[:, :, ::2], low, atol=1e-6)
+    err = lambda v: (v[:, :, 1::2] - truth[:, :, 1::2]).abs().mean()  # noqa: E731
+    assert err(moved) < 0.05 * err(still)
+    background = truth[:, :, 1::2] == -0.8
+    assert torch.allclose(moved[:, :, 1::2][background], truth[:, :, 1::2][background], atol=0.05)
+    assert torch.equal(tsr_project(x0, low, 2, motion_radius=0), still)
+
+
+@pytest.mark.parametrize("bad", [-1, 8.5, True, "3"])
+def test_motion_search_must_be_a_distance_within_reach(bad):
+    with pytest.raises(ValueError, match="motion_search"):
+        check_motion_search(bad)
 
 
 def test_tsr_projection_refuses_too_few_output_frames():

@@ -154,6 +154,32 @@ def test_sr_nodes_accept_any_image_input(models, cond):
     )
 
 
+def test_tsr_node_copies_a_moving_block_with_motion_search(models, cond):
+    """motion_search (added later, default 0: what saved workflows did) reaches the TSR's projection: a
+    block moving 4 px per input frame lands halfway in the inserted frames; the SSR node's student and a
+    value out of range are refused before any work."""
+    frames = torch.zeros(3, 16, 16, 3)
+    for i in range(3):
+        frames[i, 5:11, 1 + 4 * i : 5 + 4 * i] = 0.9
+    truth = torch.zeros(5, 16, 16, 3)
+    for i in range(5):
+        truth[i, 5:11, 1 + 2 * i : 5 + 2 * i] = 0.9
+    node = M["ImagenVideoTemporalSR"]()
+    args = (models["tsr"], frames, 4.0, cond, 2, "interpolate", 0.1, 0, 2, 0.0)
+
+    def run(**kw):
+        out = node.interpolate(*args, consistency=True, **kw)["result"][0]
+        return (out[1::2] - truth[1::2]).abs().mean().item()
+
+    assert run(motion_search=4.0) < 0.2 * run()
+    with pytest.raises(ValueError, match="motion_search"):
+        node.interpolate(*args, consistency=True, motion_search=9.0)
+    with pytest.raises(ValueError, match="motion_search"):
+        M["ImagenVideoDistilledSampler"]().sample(
+            models["ssr_distilled"], cond, 0, 4, 3.0, "ddim", images=torch.rand(4, 8, 8, 3), consistency=True, motion_search=2.0
+        )
+
+
 def test_ssr_tiles_and_windows(models, cond):
     imgs = torch.rand(9, 16, 16, 3)
     out = M["ImagenVideoSpatialSR"]().upscale(models["ssr"], imgs, cond, 2.0, 0.3, 0, 1, 1.0, None, 4, 16)["result"][0]
@@ -311,6 +337,10 @@ def test_story_to_video_samples_the_ssr_on_its_refine_grid_and_the_tsr_on_the_un
     with pytest.raises(Recorded):
         node.generate(models["base"], story_models, "a red circle | 6f", **STORY_ARGS, **args, ssr_refine_from=0.2)
     assert seen["ssr"].refine_from == 0.2 and seen["tsr"].refine_from == 1.0
+    assert seen["tsr"].motion_search == 0.0  # tsr_motion_search (added later): off unless set
+    with pytest.raises(Recorded):
+        node.generate(models["base"], story_models, "a red circle | 6f", **STORY_ARGS, **args, tsr_motion_search=3.0)
+    assert seen["tsr"].motion_search == 3.0 and seen["ssr"].motion_search == 0.0
     with pytest.raises(ValueError, match="refine_from must be a time in"):
         node.generate(models["base"], story_models, "a red circle | 6f", **STORY_ARGS, **args, ssr_refine_from=0.0)
 

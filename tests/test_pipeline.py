@@ -246,6 +246,31 @@ def test_consistency_projects_sr_outputs_onto_their_input():
         SamplingOptions(consistency=1)
 
 
+def test_motion_search_reaches_the_tsr_projection_and_only_the_tsr():
+    """``motion_search`` in the options: a TSR stage (windowed too) copies a block moving 4 px per input
+    frame into its inserted frames; the SSR and the base refuse it, and out of range it is refused."""
+    from dataclasses import replace
+
+    def frame(x):
+        f = torch.full((3, 16, 16), -0.8)
+        f[:, 5:11, x : x + 4] = 0.9
+        return f
+
+    low = torch.stack([frame(1 + 4 * i) for i in range(3)], dim=1)[None]
+    truth = torch.stack([frame(1 + 2 * i) for i in range(5)], dim=1)[None]
+    tsr, proj = tiny_stage("tsr"), replace(FAST, consistency=True)
+    err = lambda o: (o[:, :, 1::2] - truth[:, :, 1::2]).abs().mean().item()  # noqa: E731
+    for window in (None, 4):
+        kw = {"window": window, "overlap": 2} if window else {}
+        still = upsample_temporal(tsr, low, txt(), mode="interpolate", options=proj, **kw)
+        moved = upsample_temporal(tsr, low, txt(), mode="interpolate", options=replace(proj, motion_search=4), **kw)
+        assert err(moved) < 0.2 * err(still)
+    with pytest.raises(ValueError, match="motion_search"):
+        upsample_spatial(tiny_stage("ssr"), torch.zeros(1, 3, 2, 4, 4), txt(), options=replace(proj, motion_search=2))
+    with pytest.raises(ValueError, match="motion_search"):
+        SamplingOptions(motion_search=9)
+
+
 def test_a_student_distilled_with_the_projection_warns_when_sampled_without_it(caplog):
     from dataclasses import replace
 
