@@ -19,7 +19,10 @@ onto what its input already determines, at every sampling step:
   (the error there is interpolated linearly in time over the frames between them, where the
   network's error is correlated), and between two input frames, a pixel that both of them agree on
   takes their linear blend, softly (weight ``exp(-(d / tau)^2)`` for a difference ``d``): what does
-  not move is copied, the network draws what moves.
+  not move is copied, the network draws what moves. With a motion search (``motion_search`` pixels),
+  where they disagree in place the two frames are matched along the displacement they agree on best
+  (symmetric block matching), and a moving object both show is copied too; the network draws what
+  neither shows (what appears or disappears) and what the search cannot match.
 
 Videos are ``(B, C, T, H, W)`` in [-1, 1].
 """
@@ -34,8 +37,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "TSR_MODES",
-    "fit_video",
     "check_motion_search",
+    "fit_video",
     "known_frames_condition",
     "motion_compensated_pairs",
     "resize_video",
@@ -256,9 +259,10 @@ def tsr_projector(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """:func:`tsr_project` onto ``low``, with what depends on ``low`` alone (the blend of the input
     frames around each inserted frame and where they agree) computed once per output length. With
-    ``motion_radius`` > 0 (pixels) the two input frames are first matched along the displacement
-    they agree on best (:func:`motion_compensated_pairs`), so a moving object they both show is
-    copied at its place in between, like what does not move."""
+    ``motion_radius`` > 0 (pixels), where the two input frames disagree in place (weight ``1 - agree``)
+    the prediction is then pulled to their blend along the displacement they agree on best
+    (:func:`motion_compensated_pairs`; weight ``exp(-(d / TSR_MOTION_TAU)^2)`` for their difference
+    ``d`` there), so a moving object they both show is copied at its place in between."""
     made: dict = {}
 
     def parts(n_out: int, like: torch.Tensor):
