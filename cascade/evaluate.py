@@ -61,6 +61,23 @@ SPLITS = ("seen", "held_out", "train_phrasing", "held_out_phrasing")
 PHRASING_SPLITS = ("train_phrasing", "held_out_phrasing")
 
 
+# what --parts takes: cascade = cascade_default + cascade_fast, story = story_default + story_fast
+PARTS = (
+    "detector",
+    "base",
+    "ssr",
+    "tsr",
+    "cascade",
+    "cascade_default",
+    "cascade_fast",
+    "distilled",
+    "story",
+    "story_default",
+    "story_fast",
+    "phenaki",
+)
+
+
 def captions_for(attrs: list[Attributes], split: str, seed: int) -> list[str]:
     """The evaluation prompt of each item of ``split`` (deterministic in ``seed`` and the index)."""
     if split in ("seen", "held_out"):
@@ -89,6 +106,9 @@ class EvalConfig:
     device: str = "cpu"  # where the models run ("cuda" on a GPU); clips and metrics stay on the CPU
 
     def __post_init__(self) -> None:
+        unknown = [p for p in self.parts if p not in PARTS]
+        if unknown or not self.parts:
+            raise ValueError(f"Unknown evaluation part(s) {unknown or '(none given)'}; choose from {', '.join(PARTS)}.")
         bad = [s for s in self.sr_sets if s not in SR_CLIP_SETS]
         if bad or not self.sr_sets:
             raise ValueError(f"Unknown SR clip set(s) {bad or '(none given)'}; choose from {', '.join(SR_CLIP_SETS)}.")

@@ -374,6 +374,12 @@ def test_evaluate_writes_results_and_report(tmp_path, demo_dir):
     assert (tmp_path / "eval" / "story.png").exists()
 
 
+@pytest.mark.parametrize("parts", [("storyy",), ("cascade", "ssr_fast"), ()])
+def test_an_unknown_evaluation_part_is_refused_before_any_work(tmp_path, parts):
+    with pytest.raises(ValueError, match="evaluation part"):
+        EvalConfig(models=str(tmp_path), parts=parts)
+
+
 def test_story_pairs_keep_colour_and_shape_and_move_another_way():
     from cascade.evaluate import _prompts, _story_pairs
 
