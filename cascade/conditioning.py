@@ -205,12 +205,18 @@ def _between(n_out: int, factor: int, n_in: int, device) -> tuple[torch.Tensor, 
     return before, after, w
 
 
-def _shifted(frames: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``frames (K, C, H, W)`` sampled at ``p + shift[k]`` (pixels, ``(K, 2)`` as x, y), bilinear, edges held."""
+def _pixel_grid(frames: torch.Tensor) -> torch.Tensor:
+    """``grid_sample``'s grid of the pixel centres of ``frames (K, C, H, W)``: ``(K, H, W, 2)``."""
     k, _, h, w = frames.shape
     ys = (2 * torch.arange(h, device=frames.device, dtype=frames.dtype) + 1) / h - 1
     xs = (2 * torch.arange(w, device=frames.device, dtype=frames.dtype) + 1) / w - 1
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).expand(k, h, w, 2)
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).expand(k, h, w, 2)
+
+
+def _shifted(frames: torch.Tensor, grid: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``frames (K, C, H, W)`` sampled at ``p + shift[k]`` (pixels, ``(K, 2)`` as x, y; ``grid`` from
+    :func:`_pixel_grid`), bilinear, edges held."""
+    k, _, h, w = frames.shape
     scale = torch.tensor([2.0 / w, 2.0 / h], device=frames.device, dtype=frames.dtype)
     grid = grid + (shift.to(frames.dtype) * scale).reshape(k, 1, 1, 2)
     return F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -230,11 +236,12 @@ def motion_compensated_pairs(
     n = int(math.floor(radius / step))
     offsets = torch.arange(-n, n + 1, dtype=a.dtype, device=a.device) * step
     wk = w.to(a.dtype).reshape(-1, 1)
+    grid = _pixel_grid(a)
     best = best_a = best_b = None
     for dy in offsets:
         for dx in offsets:
             d = torch.stack([dx, dy]).reshape(1, 2)
-            sa, sb = _shifted(a, -wk * d), _shifted(b, (1 - wk) * d)
+            sa, sb = _shifted(a, grid, -wk * d), _shifted(b, grid, (1 - wk) * d)
             cost = F.avg_pool2d(((sa - sb) ** 2).sum(1, keepdim=True), patch, 1, patch // 2, count_include_pad=False)
             cost = cost + 1e-4 * float(dx**2 + dy**2)  # ties (flat areas): the shorter displacement
             if best is None:
@@ -287,12 +294,12 @@ def tsr_projector(
                     flat = lambda v: v[:, :, inner].transpose(1, 2).reshape(-1, c, h, w_)  # noqa: E731
                     sa, sb = motion_compensated_pairs(flat(a), flat(b), w[inner].repeat(bsz), motion_radius)
                     back = lambda v: v.reshape(bsz, len(inner), c, h, w_).transpose(1, 2)  # noqa: E731
-                    ma, mb = torch.zeros_like(a), torch.zeros_like(b)
-                    ma[:, :, inner], mb[:, :, inner] = back(sa), back(sb)
-                    moved = torch.exp(-(((ma - mb).abs().amax(1, keepdim=True) / TSR_MOTION_TAU) ** 2))
-                    keep = torch.zeros_like(agree)
-                    keep[:, :, inner] = 1
-                    pulls.append((moved * keep * (1 - agree), (1 - wv) * ma + wv * mb))
+                    sa, sb, wi = back(sa), back(sb), wv[:, :, inner]
+                    weight, target = torch.zeros_like(agree), torch.zeros_like(a)  # nothing outside the inserted frames
+                    moved = torch.exp(-(((sa - sb).abs().amax(1, keepdim=True) / TSR_MOTION_TAU) ** 2))
+                    weight[:, :, inner] = moved * (1 - agree[:, :, inner])
+                    target[:, :, inner] = (1 - wi) * sa + wi * sb
+                    pulls.append((weight, target))
             made[key] = (lo, before, after, wv, pulls)
         return made[key]
 
