@@ -172,10 +172,10 @@ def test_tsr_projection_keeps_the_input_frames_and_copies_what_does_not_move(mod
         assert torch.allclose(out[:, :, -1], x0[:, :, -1] + (low[:, :, -1] - x0[:, :, -f]), atol=1e-6)
 
 
-def _block(x: int, y: int = 10, size: int = 32, side: int = 6) -> torch.Tensor:
-    """A frame (3, size, size) in [-1, 1]: a bright block of ``side`` px at (x, y) on a dark background."""
+def _block(x: int, y: int = 10, size: int = 32, side: int = 6, colour=(0.9, 0.2, -0.3)) -> torch.Tensor:
+    """A frame (3, size, size) in [-1, 1]: a block of ``side`` px at (x, y) on a dark background (-0.8)."""
     f = torch.full((3, size, size), -0.8)
-    f[:, y : y + side, x : x + side] = torch.tensor([0.9, 0.2, -0.3]).reshape(3, 1, 1)
+    f[:, y : y + side, x : x + side] = torch.tensor(colour).reshape(3, 1, 1)
     return f
 
 
@@ -183,15 +183,44 @@ def test_motion_search_finds_the_displacement_the_two_frames_agree_on():
     """A block 4 px further right in the second frame: along that displacement, both frames sampled for
     the time halfway show the block halfway, exactly; with no search they are the frames themselves."""
     a, b, mid = _block(8)[None], _block(12)[None], _block(10)[None]
-    sa, sb = motion_compensated_pairs(a, b, torch.tensor([0.5]), radius=5)
+    sa, sb, _ = motion_compensated_pairs(a, b, torch.tensor([0.5]), radius=5)
     assert torch.allclose(sa, mid, atol=1e-5) and torch.allclose(sb, mid, atol=1e-5)
     # a quarter of the way: the block 1 px along, seen from both frames
-    sa, sb = motion_compensated_pairs(a, b, torch.tensor([0.25]), radius=5)
+    sa, sb, _ = motion_compensated_pairs(a, b, torch.tensor([0.25]), radius=5)
     assert torch.allclose(sa, _block(9)[None], atol=1e-5) and torch.allclose(sb, _block(9)[None], atol=1e-5)
     # out of reach (the block moved 4 px, the search looks 1 px) or no search: nothing lines the block up
-    far_a, far_b = motion_compensated_pairs(a, b, torch.tensor([0.5]), radius=1)
+    far_a, far_b, _ = motion_compensated_pairs(a, b, torch.tensor([0.5]), radius=1)
     assert (far_a - far_b).abs().amax() > 1
-    assert motion_compensated_pairs(a, b, torch.tensor([0.5]), radius=0) == (a, b)
+    none = motion_compensated_pairs(a, b, torch.tensor([0.5]), radius=0)
+    assert none.a is a and none.b is b and not none.clear.any()
+
+
+def test_motion_search_says_where_its_match_is_clear():
+    """Clear: a match of 1.5 px or more that agrees far better than any shorter displacement, over a
+    patch with texture. The block moved 4 px: clear around it (within the 7x7 patch of its path) and
+    nowhere else; moved 1 px (the in-place blend's job) or two flat frames: clear nowhere."""
+    clear = motion_compensated_pairs(_block(8)[None], _block(12)[None], torch.tensor([0.5]), radius=5).clear
+    rows, cols = clear[0, 0].nonzero().unbind(1)
+    assert clear.any() and rows.min() >= 10 - 3 and rows.max() <= 15 + 3 and cols.min() >= 8 - 1 and cols.max() <= 17 + 3
+    assert not motion_compensated_pairs(_block(8)[None], _block(9)[None], torch.tensor([0.5]), radius=5).clear.any()
+    flat = torch.full((1, 3, 32, 32), 0.1)
+    assert not motion_compensated_pairs(flat, flat, torch.tensor([0.5]), radius=5).clear.any()
+
+
+def test_a_clear_match_takes_precedence_over_the_in_place_blend(monkeypatch):
+    """A block whose colour is close to its background (0.35 apart) moving 4 px per frame: in place
+    its two frames almost agree (weight 0.83), so the in-place blend alone would leave a ghost of the
+    block at both ends; the clear match copies it where it is halfway, exactly."""
+    import cascade.conditioning as conditioning  # noqa: PLC0415
+
+    dim = lambda x: _block(x, colour=(-0.45, -0.45, -0.45))  # noqa: E731
+    low = torch.stack([dim(4 + 4 * i) for i in range(4)], dim=1)[None]
+    truth = torch.stack([dim(4 + 2 * i) for i in range(7)], dim=1)[None]
+    x0 = torch.zeros_like(truth)
+    err = lambda v: (v[:, :, 1::2] - truth[:, :, 1::2]).abs().amax()  # noqa: E731
+    assert err(tsr_project(x0, low, 2, motion_radius=4)) < 1e-4
+    monkeypatch.setattr(conditioning, "TSR_CLEAR_MOTION", 99.0)  # no match is clear: the old order
+    assert err(tsr_project(x0, low, 2, motion_radius=4)) > 0.1
 
 
 def test_tsr_projection_with_motion_search_copies_a_moving_object_between_its_input_frames():
