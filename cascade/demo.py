@@ -82,6 +82,7 @@ SSR_REFINE_FROM = 0.2
 # clips per set the evaluation does not use (seed 99; 16 steps; inserted frames, dB), search 0 / 2 / 3 px:
 # seen 36.45 / 37.09 / -, motion 2x the fastest trained 29.01 / - / 32.21, slow 42.82 / 42.64 / 42.64,
 # unlike 39.39 / 39.64 / 39.62. 3 px covers the fastest of those (3.2 px between input frames at 32 px).
+# (Before the clear-match rule, conditioning.TSR_CLEAR_MOTION: with it, 3 px gave 37.40 / 33.40 / 42.60 / 39.70.)
 TSR_MOTION_SEARCH = 3.0
 
 
