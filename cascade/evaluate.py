@@ -611,6 +611,11 @@ class _Evaluator:
             "story_second_scenes": score_detections(second, attrs[n:]),
             "alone": adherence(alone, attrs, 1),
             "continuity": continuity(first, second, [a for a, _ in pairs]),
+            # what the detector read on each side of each boundary, with the prompts: where continuity fails
+            "boundaries": [
+                {"first_prompt": list(a.as_tuple()), "second_prompt": list(b.as_tuple()), "first": list(d), "second": list(e)}
+                for (a, b), d, e in zip(pairs, first, second, strict=True)
+            ],
             "seconds_per_story": round(story_seconds / n, 2),
             "seconds_per_video_alone": round(alone_seconds / len(attrs), 2),
         }
