@@ -434,6 +434,11 @@ def test_story_part_reads_each_scene_of_the_final_video_separately(tmp_path, dem
     assert s["story_first_scenes"]["all"] == 1.0
     assert s["story_second_scenes"]["all"] == (1.0 if keep else 0.0)
     assert s["continuity"] == {"boundaries": 4, "right_both_sides": float(keep), "same_both_sides": float(keep)}
+    # what was read on each side of each boundary, beside the prompts
+    assert len(s["boundaries"]) == 4
+    for b in s["boundaries"]:
+        assert b["first"] == b["first_prompt"] and (b["first_prompt"][:2] == b["second_prompt"][:2])
+        assert (b["second"] == b["second_prompt"]) == keep
 
 
 @pytest.mark.gpu
