@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,6 +51,10 @@ VARIANTS = {
 }
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f} %"
+
+
 def measure(variants: list[str], per_shape: int, prompt_seed: int, seed: int) -> dict:
     ev = _Evaluator(EvalConfig(models=str(ROOT / "models" / "imagen_video"), parts=("base",)))
     pool = _prompts("seen", 64 * per_shape, prompt_seed)
@@ -59,20 +64,17 @@ def measure(variants: list[str], per_shape: int, prompt_seed: int, seed: int) ->
         key, opts, label = VARIANTS[name]
         t0 = time.time()
         videos = ev.base_videos(ev.stage(key), attrs, opts, seed)
-        read = [detect(video_to_frames(v).numpy(), frame_step=ev.frame_step(key)).as_tuple() for v in videos]
+        step = ev.frame_step(key)
+        read = [detect(video_to_frames(v).numpy(), frame_step=step).as_tuple() for v in videos]
         row = {"variant": name, "label": label, "seconds": round(time.time() - t0, 1)}
         for s in SHAPES:
-            mine = [(r, a) for r, a in zip(read, attrs, strict=True) if a.shape == s]
-            row[s] = sum(r[1] == s for r, _ in mine) / len(mine)
-            row[f"{s}_read_as"] = {str(x): sum(r[1] == x for r, _ in mine) for x in {r[1] for r, _ in mine}}
+            read_as = Counter(str(r[1]) for r, a in zip(read, attrs, strict=True) if a.shape == s)
+            row[s] = read_as[s] / sum(read_as.values())
+            row[f"{s}_read_as"] = dict(read_as)
         row["all_four"] = sum(r == a.as_tuple() for r, a in zip(read, attrs, strict=True)) / len(attrs)
         rows.append(row)
         print(f"{label}: " + ", ".join(f"{s} {_pct(row[s])}" for s in SHAPES) + f", all four {_pct(row['all_four'])}", flush=True)
     return {"per_shape": per_shape, "prompt_seed": prompt_seed, "seed": seed, "rows": rows}
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f} %"
 
 
 def write(res: dict, out: Path) -> None:
