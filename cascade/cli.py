@@ -48,7 +48,7 @@ def add_config_args(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ())
         if typing.get_origin(kind) in (typing.Union, __import__("types").UnionType):
             kind = args[0]
         kw: dict = {"default": None, "help": f.metadata.get("help", "")}
-        if f.default is not dataclasses.MISSING and f.default not in (None, "") and f.metadata.get("show_default", True):
+        if f.default is not dataclasses.MISSING and f.default not in (None, "", ()) and f.metadata.get("show_default", True):
             shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
             kw["help"] += f" (library default {shown})"
         if kind is bool:

@@ -140,22 +140,22 @@ def _check_tsr(n: int, factor: int, mode: str) -> None:
 
 
 SSR_BACK_PROJECTIONS = 3
-# chosen on 16 clips the evaluation does not use (seed 99; README): 0 / 0.02 / 0.05 / 0.1 gave 40.80 / 41.07 /
+# chosen on 16 clips the evaluation does not use (seed 99; docs/measurements.md): 0 / 0.02 / 0.05 / 0.1 gave 40.80 / 41.07 /
 # 41.08 / 41.08 dB at 16 steps and grain in flat areas of 1.5 / 0.023 / 0.020 / 0.016 8-bit levels; 0.05
 # ([-1, 1] units, about 6 levels) leaves any texture with more contrast than that to the network
 SSR_FLAT_TAU = 0.05
 # chosen on clips the evaluation does not use: 0.1 / 0.2 / 0.4 / 0.8 gave slow motion 41.0 / 41.4 / 42.7 /
-# 43.9 dB against blending's 44.1, seen motion 38.6 / 38.5 / 38.1 / 36.6 dB (README)
+# 43.9 dB against blending's 44.1, seen motion 38.6 / 38.5 / 38.1 / 36.6 dB (docs/measurements.md)
 TSR_AGREEMENT_TAU = 0.8
 # motion-compensated agreement (motion_search > 0): where two input frames disagree in place, the weight
 # exp(-(d / tau)^2) of their blend along the displacement they agree on best; chosen on 16 seed-99 clips per
-# set that the evaluation does not use (README)
+# set that the evaluation does not use (docs/measurements.md)
 TSR_MOTION_TAU = 0.2
 # a clear match takes precedence over the in-place agreement: a displacement of at least TSR_CLEAR_MOTION
 # px whose patch agrees TSR_CLEAR_RATIO times better than along any shorter one, over a patch with texture
 # (standard deviation over it, summed over channels, above TSR_CLEAR_TEXTURE; two flat patches agree along
 # any displacement). Shorter motion stays with the in-place blend, which is near exact below a pixel or
-# so. Chosen on 16 seed-99 clips per set that the evaluation does not use (README)
+# so. Chosen on 16 seed-99 clips per set that the evaluation does not use (docs/measurements.md)
 TSR_CLEAR_MOTION = 1.5
 TSR_CLEAR_RATIO = 4.0
 TSR_CLEAR_TEXTURE = 0.03

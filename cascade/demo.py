@@ -39,7 +39,7 @@ DEMO_FILES = {
 # demo files that a later file replaced (retired name -> its successor, which samples the retired file's step
 # counts too): saved workflows that name a retired file load its successor. The SSR's 4-step student (40.00 dB
 # on the 16 seed-99 probe clips at 4 steps) gave way to the 2-step student (42.09 / 42.83 dB at 4 steps with
-# distilled_stochastic / ddim, 42.96 at 2; README, Students) when the 30 MB of shipped files had no room for both.
+# distilled_stochastic / ddim, 42.96 at 2; docs/measurements.md, Students) when the 30 MB of shipped files had no room for both.
 RETIRED_FILES = {"demo_ssr_x2_64px_distilled_4step.safetensors": "demo_ssr_x2_64px_distilled_2step.safetensors"}
 # the 8-step SR students of the earlier SR stages, still shipped so that saved workflows naming them load
 LEGACY_FILES = ("demo_tsr_x2_32px_distilled_8step.safetensors", "demo_ssr_x2_64px_distilled_8step.safetensors")
@@ -63,7 +63,7 @@ BASE_LOGSNR_SHIFT = -5.0
 BASE_GUIDANCE = 0.0
 # Noise augmentation of the SR stages' input at sampling: 0.1 (SNR 40). Measured on the SR stages
 # trained on random looks (n = 64, ground-truth input), PSNR rises as the level falls: SSR vs bicubic
-# +1.5 / +2.6 / +3.3 dB and TSR vs blending -0.5 / +0.5 / +1.3 dB at 0.3 / 0.2 / 0.1 (README).
+# +1.5 / +2.6 / +3.3 dB and TSR vs blending -0.5 / +0.5 / +1.3 dB at 0.3 / 0.2 / 0.1 (docs/measurements.md).
 SR_AUG_LEVEL = 0.1
 # The SR stages' predictions are projected onto their input at every step (SamplingOptions.consistency):
 # on clips the evaluation does not use (n = 8 per set), the TSR's inserted frames went from 34.0 to

@@ -249,7 +249,7 @@ class _Distiller:
             text_dropout=0.0,
         )
         min_frames = ((cfg.clip_frames or tcfg.frames) - 1) * frame_skip + 1
-        self.source = make_source(cfg.data, seed=cfg.seed + 1, min_frames=min_frames, looks=cfg.looks)
+        self.source = make_source(cfg.data, seed=cfg.seed + 1, min_frames=min_frames, looks=cfg.looks, shape_mix=cfg.shape_mix)
         self._check_init_student()
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)

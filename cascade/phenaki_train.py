@@ -137,7 +137,9 @@ class PhenakiTrainer:
         self.acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
         self.out = Path(cfg.out)
         self.frame_skip = cfg.frame_skip or frame_skip_for(cfg.fps, cfg.data)
-        self.source = make_source(cfg.data, seed=cfg.seed, min_frames=(cfg.frames - 1) * self.frame_skip + 1, looks=cfg.looks)
+        self.source = make_source(
+            cfg.data, seed=cfg.seed, min_frames=(cfg.frames - 1) * self.frame_skip + 1, looks=cfg.looks, shape_mix=cfg.shape_mix
+        )
         torch.manual_seed(cfg.seed)
         self.encoder = None
         if cfg.model == "cvivit":

@@ -51,7 +51,7 @@ DEFAULT_OPTIONS = {
     "ssr": replace(_SR, refine_from=SSR_REFINE_FROM),
 }
 # how the demo's students sample (base 8 steps, TSR 2, SSR 2 with the DDIM sampler it was distilled for; their
-# figures against the teachers: the README's *Students*)
+# figures against the teachers: docs/measurements.md, *Students*)
 STUDENT_OPTIONS = {
     "base": SamplingOptions(
         steps=8, sampler="distilled_stochastic", guidance=GuidanceOptions(BASE_GUIDANCE, thresholding="dynamic")

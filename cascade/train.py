@@ -75,6 +75,9 @@ class RunConfig:
     crop: int = setting(0, "SR stages: train on random spatial crops of this output size (0: whole frames)")
     image_fraction: float = setting(0.0, "fraction of each batch that is packed still images")
     looks: float = setting(0.0, "shapes data: fraction of clips with a random background and object colour")
+    shape_mix: tuple[float, ...] = setting(
+        (), "shapes data: relative frequency of circle,square,triangle, e.g. 1,2,1 (default: every combination equally often)"
+    )
     seed: int = setting(0, "seed of the data and noise streams")
     mixed_precision: str = setting("no", "accelerate mixed precision", choices=("no", "fp16", "bf16"))
     text_encoder: str = setting("minilm", "'minilm' (default), a HF folder or a T5 .safetensors (with a tokenizer next to it)")
@@ -180,6 +183,7 @@ class TrainConfig(RunConfig):
         d = json.loads(s)
         d["stage"] = StageConfig.from_dict(d["stage"])
         d["continuation_mix"] = tuple(d["continuation_mix"])
+        d["shape_mix"] = tuple(d.get("shape_mix", ()))
         d["sample_prompts"] = tuple(d["sample_prompts"])
         return cls(**d)
 
@@ -414,7 +418,7 @@ class Trainer:
         from .data.sources import ImageFolderSource, make_source
 
         min_frames = ((cfg.clip_frames or s.frames) - 1) * cfg.frame_skip + 1
-        self.source = make_source(cfg.data, seed=cfg.seed, min_frames=min_frames, looks=cfg.looks)
+        self.source = make_source(cfg.data, seed=cfg.seed, min_frames=min_frames, looks=cfg.looks, shape_mix=cfg.shape_mix)
         self.image_source = ImageFolderSource(cfg.images, seed=cfg.seed) if cfg.images else None
         torch.manual_seed(cfg.seed)
         self.net = VideoUNet(s.unet)

@@ -529,7 +529,7 @@ def test_higher_order_core_samplers_beat_ddim_at_few_steps_without_guidance(serv
     Measured 2026-12-05 (demo base): DDIM 31.8 / 37.8 dB at 8 / 16 steps, dpmpp_2m 35.5 / 41.8, uni_pc
     33.8 / 41.9. They gain about as much per doubling as DDIM (6.3 / 8.1 vs 6.0 dB), not a second-order
     solver's 12: on the stage's shifted cosine grid the last step, from sigma 0.27 (8 steps) or 0.12 (16)
-    straight to 0, is one denoiser call in every solver and its error dominates (README, core samplers)."""
+    straight to 0, is one denoiser call in every solver and its error dominates (docs/measurements.md, core samplers)."""
     kw = dict(guidance=0.0, thresholding="none", sr=False)
     graphs = {"ho_ref": _stage_graph("ho_ref", steps=256, **kw)}
     for n in (8, 16):

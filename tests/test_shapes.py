@@ -148,3 +148,43 @@ def test_four_corner_background_is_bilinear_between_the_corners():
     np.testing.assert_allclose(img[0, 16], (16 / 31, 0, 0), atol=0.01)  # halfway along the top edge
     with pytest.raises(ValueError, match="four corners"):
         render_clip(a, frames=1, size=8, rng=np.random.default_rng(0), background=np.zeros((3, 3)))
+
+
+def test_shape_mix_weights_the_shapes_and_keeps_the_split():
+    """``shape_mix`` draws each shape as often as its weight says (spread over that shape's
+    combinations, never a held-out one) and leaves the rest of each item, and the default stream,
+    as they were."""
+    from collections import Counter
+
+    from cascade.data.sources import make_source
+
+    plain, mixed = ShapesSource(seed=4), ShapesSource(seed=4, shape_mix=(1, 2, 1))
+    n = 3000
+    items = [mixed.item(i) for i in range(n)]
+    shapes = Counter(a.shape for a, _, _ in items)
+    assert abs(shapes["square"] / n - 0.5) < 0.03 and abs(shapes["circle"] / n - 0.25) < 0.03
+    assert not any(a.held_out for a, _, _ in items)
+    combos = Counter(a for a, _, _ in items if a.shape == "square")
+    assert len(combos) == sum(a.shape == "square" for a in all_attributes("train"))  # every square combination comes
+    assert all(mixed.item(i)[1:] == plain.item(i)[1:] for i in range(50))  # phrasing variant and look: as before
+    only = ShapesSource(seed=4, shape_mix=(0, 1, 0))
+    assert {only.item(i)[0].shape for i in range(200)} == {"square"}
+    assert ShapesSource(seed=4, shape_mix=()).item(7) == plain.item(7)
+    held = ShapesSource(split="held_out", shape_mix=(0, 1, 0))
+    assert {held.item(i)[0] for i in range(100)} == {a for a in all_attributes("held_out") if a.shape == "square"}
+    for bad in ((1, 2), (1, -1, 1), (0, 0, 0), (1, float("nan"), 1)):
+        with pytest.raises(ValueError, match="shape_mix"):
+            ShapesSource(shape_mix=bad)
+    with pytest.raises(ValueError, match="shapes data only"):
+        make_source("/no/such/folder", shape_mix=(1, 2, 1))
+
+
+def test_shape_mix_is_a_training_flag_that_survives_a_resume():
+    from cascade.demo import demo_train_config
+    from cascade.train import TrainConfig
+
+    cfg = demo_train_config("base", shape_mix=(1.0, 2.0, 1.0))
+    back = TrainConfig.from_json(cfg.to_json())
+    assert back.shape_mix == (1.0, 2.0, 1.0)
+    old = cfg.to_json().replace('"shape_mix": [1.0, 2.0, 1.0], ', "")  # a state written before the field
+    assert "shape_mix" not in old and TrainConfig.from_json(old).shape_mix == ()

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..video_io import VIDEO_SUFFIXES, read_video
 from .captions import phrase
-from .shapes import COLOURS, Attributes, all_attributes, caption, crossing_start, render_clip
+from .shapes import COLOURS, SHAPES, Attributes, all_attributes, caption, crossing_start, render_clip
 
 __all__ = ["ShapesSource", "VideoFolderSource", "ImageFolderSource", "make_source"]
 
@@ -50,6 +50,10 @@ class ShapesSource:
     # names the palette colour nearest to the object's. For SR stages, which should upsample any
     # video, not only the dataset's look. 0: exactly the clips of before (a stream of its own)
     looks: float = 0.0
+    # relative frequency of each shape (circle, square, triangle; SHAPES' order), each shape's share
+    # spread evenly over its combinations in the split. Empty: every combination equally often, by
+    # the draw it always used (the clips of before); given, the combination comes from a draw of its own
+    shape_mix: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.phrasing not in ("varied", "template"):
@@ -60,6 +64,16 @@ class ShapesSource:
             raise ValueError(f"looks is a fraction in [0, 1]; received {self.looks!r}.")
         self._attrs = all_attributes(self.split)
         self._pool = set(self._attrs)
+        self._cum = None
+        if self.shape_mix:
+            mix = tuple(float(w) for w in self.shape_mix)
+            if len(mix) != len(SHAPES) or not all(w >= 0 and np.isfinite(w) for w in mix) or sum(mix) <= 0:
+                raise ValueError(
+                    f"shape_mix is one non-negative weight per shape ({', '.join(SHAPES)}), not all zero; received {self.shape_mix!r}."
+                )
+            count = {s: sum(a.shape == s for a in self._attrs) for s in SHAPES}
+            p = np.array([mix[SHAPES.index(a.shape)] / count[a.shape] for a in self._attrs])
+            self._cum = np.cumsum(p / p.sum())
 
     def item(self, index: int, rng: np.random.Generator | None = None) -> tuple[Attributes, int, dict]:
         """What item ``index`` shows: its attributes (as its caption names them), its phrasing
@@ -67,6 +81,9 @@ class ShapesSource:
         main stream, when the caller goes on drawing from it."""
         rng = _rng(self.seed, index) if rng is None else rng
         attrs = self._attrs[int(rng.integers(len(self._attrs)))]
+        if self._cum is not None:  # a stream of its own, so that the rest of the item is drawn as before
+            u = _rng(self.seed, index, 4).random()
+            attrs = self._attrs[min(int(np.searchsorted(self._cum, u, side="right")), len(self._attrs) - 1)]
         variant = int(rng.integers(1000))
         look: dict = {}
         if self.looks > 0:
@@ -257,12 +274,13 @@ def _square_resize(video: np.ndarray, size: int) -> np.ndarray:
     return out.clamp(0, 255).round().byte().numpy()
 
 
-def make_source(spec: str, *, seed: int = 0, min_frames: int = 1, looks: float = 0.0):
+def make_source(spec: str, *, seed: int = 0, min_frames: int = 1, looks: float = 0.0, shape_mix: tuple[float, ...] = ()):
     """``"shapes"`` (or ``"shapes:held_out"``) or a folder of captioned videos. ``looks``: the
-    shapes' fraction of clips in a random look (:attr:`ShapesSource.looks`)."""
+    shapes' fraction of clips in a random look (:attr:`ShapesSource.looks`); ``shape_mix``: how
+    often each shape comes (:attr:`ShapesSource.shape_mix`)."""
     if spec.startswith("shapes"):
         split = spec.split(":", 1)[1] if ":" in spec else "train"
-        return ShapesSource(split=split, seed=seed, looks=looks)
-    if looks:
-        raise ValueError("looks applies to the procedural shapes data only; a video folder has its own look.")
+        return ShapesSource(split=split, seed=seed, looks=looks, shape_mix=tuple(shape_mix))
+    if looks or shape_mix:
+        raise ValueError("looks and shape_mix apply to the procedural shapes data only; a video folder has its own.")
     return VideoFolderSource(spec, min_frames=min_frames, seed=seed)
