@@ -10,7 +10,8 @@ evaluation's (its prompt seed is 1234), so a sampler chosen here is not chosen o
 Variants (``--variants``, comma-separated): ``default`` (the teacher as the cascade samples it: DDIM, 32 steps,
 w = 0), ``ancestral`` (Imagen Video's ancestral sampler, gamma 0.3, 32 steps), ``stochastic`` (the distilled
 sampler's DDIM-then-renoise steps, 32 steps), ``stochastic16``, ``student`` (the 8-step student as the fast path
-samples it). Writes benchmarks/results/base_shapes.{json,md}.
+samples it). ``--candidate FILE`` adds ``candidate``: another base stage file (a fine-tune, say), sampled like
+``default``, on the same prompts and seeds. Writes benchmarks/results/base_shapes.{json,md}.
 """
 
 from __future__ import annotations
@@ -55,8 +56,13 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f} %"
 
 
-def measure(variants: list[str], per_shape: int, prompt_seed: int, seed: int) -> dict:
+def measure(variants: list[str], per_shape: int, prompt_seed: int, seed: int, candidate: str | None = None) -> dict:
     ev = _Evaluator(EvalConfig(models=str(ROOT / "models" / "imagen_video"), parts=("base",)))
+    if candidate:
+        from cascade.stage import load_stage
+
+        ev.stages["candidate"] = load_stage(candidate)
+        VARIANTS["candidate"] = ("candidate", _D, f"{Path(candidate).name}, DDIM, 32 steps (as the default cascade)")
     pool = _prompts("seen", 64 * per_shape, prompt_seed)
     attrs = [a for s in SHAPES for a in [b for b in pool if b.shape == s][:per_shape]]
     rows = []
@@ -101,15 +107,20 @@ def main() -> None:
     ap.add_argument("--prompt-seed", type=int, default=77)
     ap.add_argument("--seed", type=int, default=500)
     ap.add_argument("--variants", default="default,ancestral,stochastic,student")
+    ap.add_argument("--candidate", help="another base stage file, measured as the variant 'candidate'")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args()
     variants = [v for v in a.variants.split(",") if v]
-    unknown = [v for v in variants if v not in VARIANTS]
+    if a.candidate:
+        if not Path(a.candidate).is_file():
+            ap.error(f"--candidate {a.candidate}: no such file")
+        variants += [] if "candidate" in variants else ["candidate"]
+    unknown = [v for v in variants if v not in VARIANTS and not (v == "candidate" and a.candidate)]
     if unknown or not variants:
         ap.error(f"unknown variant(s) {unknown or '(none)'}; choose from {', '.join(VARIANTS)}")
     if a.per_shape < 1:
         ap.error("--per-shape must be at least 1")
-    write(measure(variants, a.per_shape, a.prompt_seed, a.seed), Path(a.out))
+    write(measure(variants, a.per_shape, a.prompt_seed, a.seed, a.candidate), Path(a.out))
 
 
 if __name__ == "__main__":
