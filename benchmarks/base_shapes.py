@@ -33,6 +33,7 @@ from cascade.evaluate import EvalConfig, _Evaluator, _prompts  # noqa: E402
 from cascade.frames import video_to_frames  # noqa: E402
 from cascade.run import DEFAULT_OPTIONS, FAST_FILES, FAST_OPTIONS  # noqa: E402
 from cascade.samplers import Sampler  # noqa: E402
+from cascade.stage import load_stage  # noqa: E402
 
 _D = DEFAULT_OPTIONS["base"]
 VARIANTS = {
@@ -58,16 +59,15 @@ def _pct(x: float) -> str:
 
 def measure(variants: list[str], per_shape: int, prompt_seed: int, seed: int, candidate: str | None = None) -> dict:
     ev = _Evaluator(EvalConfig(models=str(ROOT / "models" / "imagen_video"), parts=("base",)))
+    table = dict(VARIANTS)
     if candidate:
-        from cascade.stage import load_stage
-
         ev.stages["candidate"] = load_stage(candidate)
-        VARIANTS["candidate"] = ("candidate", _D, f"{Path(candidate).name}, DDIM, 32 steps (as the default cascade)")
+        table["candidate"] = ("candidate", _D, f"{Path(candidate).name}, DDIM, 32 steps (as the default cascade)")
     pool = _prompts("seen", 64 * per_shape, prompt_seed)
     attrs = [a for s in SHAPES for a in [b for b in pool if b.shape == s][:per_shape]]
     rows = []
     for name in variants:
-        key, opts, label = VARIANTS[name]
+        key, opts, label = table[name]
         t0 = time.time()
         videos = ev.base_videos(ev.stage(key), attrs, opts, seed)
         step = ev.frame_step(key)
@@ -114,7 +114,8 @@ def main() -> None:
     if a.candidate:
         if not Path(a.candidate).is_file():
             ap.error(f"--candidate {a.candidate}: no such file")
-        variants += [] if "candidate" in variants else ["candidate"]
+        if "candidate" not in variants:
+            variants.append("candidate")
     unknown = [v for v in variants if v not in VARIANTS and not (v == "candidate" and a.candidate)]
     if unknown or not variants:
         ap.error(f"unknown variant(s) {unknown or '(none)'}; choose from {', '.join(VARIANTS)}")

@@ -64,7 +64,7 @@ class ShapesSource:
             raise ValueError(f"looks is a fraction in [0, 1]; received {self.looks!r}.")
         self._attrs = all_attributes(self.split)
         self._pool = set(self._attrs)
-        self._cum = None
+        self._p = None
         if self.shape_mix:
             mix = tuple(float(w) for w in self.shape_mix)
             if len(mix) != len(SHAPES) or not all(w >= 0 and np.isfinite(w) for w in mix) or sum(mix) <= 0:
@@ -73,7 +73,7 @@ class ShapesSource:
                 )
             count = {s: sum(a.shape == s for a in self._attrs) for s in SHAPES}
             p = np.array([mix[SHAPES.index(a.shape)] / count[a.shape] for a in self._attrs])
-            self._cum = np.cumsum(p / p.sum())
+            self._p = p / p.sum()
 
     def item(self, index: int, rng: np.random.Generator | None = None) -> tuple[Attributes, int, dict]:
         """What item ``index`` shows: its attributes (as its caption names them), its phrasing
@@ -81,9 +81,8 @@ class ShapesSource:
         main stream, when the caller goes on drawing from it."""
         rng = _rng(self.seed, index) if rng is None else rng
         attrs = self._attrs[int(rng.integers(len(self._attrs)))]
-        if self._cum is not None:  # a stream of its own, so that the rest of the item is drawn as before
-            u = _rng(self.seed, index, 4).random()
-            attrs = self._attrs[min(int(np.searchsorted(self._cum, u, side="right")), len(self._attrs) - 1)]
+        if self._p is not None:  # a stream of its own, so that the rest of the item is drawn as before
+            attrs = self._attrs[int(_rng(self.seed, index, 4).choice(len(self._attrs), p=self._p))]
         variant = int(rng.integers(1000))
         look: dict = {}
         if self.looks > 0:
