@@ -29,28 +29,37 @@ sys.path.insert(0, str(ROOT))
 from cascade.demo import DEMO_DIR  # noqa: E402
 from cascade.evaluate import EvalConfig, _evaluations_per_step, _Evaluator  # noqa: E402
 from cascade.run import DEFAULT_OPTIONS, STUDENT_OPTIONS  # noqa: E402
+from cascade.samplers import SAMPLERS  # noqa: E402
 
 ROLES = ("base", "tsr", "ssr")
 DEFAULT = "base:32,tsr:16,ssr:16"
 
 
-def parse_config(text: str) -> list[tuple[str, int]]:
-    """``"base_distilled:8,tsr_distilled:2,ssr:16"`` -> ``[(file or key, steps), ...]`` in the order base, TSR, SSR."""
+def parse_config(text: str) -> list[tuple[str, int, str | None]]:
+    """``"base_distilled:8,tsr_distilled:2,ssr:16"`` -> ``[(file or key, steps, sampler or None), ...]`` in the
+    order base, TSR, SSR; ``FILE:STEPS:SAMPLER`` (e.g. ``base_distilled:2:ddim``) overrides that stage's sampler."""
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 3:
         raise SystemExit(f"A configuration names three stages (base, TSR, SSR) as FILE:STEPS; received {text!r}.")
     out = []
     for p in parts:
+        sampler = None
+        head, sep, last = p.rpartition(":")
+        if sep and last in SAMPLERS:
+            p, sampler = head, last
         name, sep, steps = p.rpartition(":")
         if not sep or not steps.isdigit() or int(steps) < 1:
-            raise SystemExit(f"Each stage is FILE:STEPS with a positive step count; received {p!r} in {text!r}.")
-        out.append((name, int(steps)))
+            raise SystemExit(
+                f"Each stage is FILE:STEPS (or FILE:STEPS:SAMPLER, a sampler of {', '.join(SAMPLERS)}) with a positive "
+                f"step count; received {p!r} in {text!r}."
+            )
+        out.append((name, int(steps), sampler))
     return out
 
 
-def run_config(ev: _Evaluator, config: list[tuple[str, int]], tag: str, splits) -> dict:
+def run_config(ev: _Evaluator, config: list[tuple[str, int, str | None]], tag: str, splits) -> dict:
     keys, opts, nfe = [], {}, {}
-    for role, (name, steps) in zip(ROLES, config):
+    for role, (name, steps, sampler) in zip(ROLES, config):
         key = name
         if key not in ev.files:  # a path: registered under itself
             if not Path(name).exists():
@@ -61,12 +70,15 @@ def run_config(ev: _Evaluator, config: list[tuple[str, int]], tag: str, splits) 
             raise SystemExit(f"{ev.root / ev.files[key]} is missing.")
         distilled = stage.config.is_distilled
         o = replace((STUDENT_OPTIONS if distilled else DEFAULT_OPTIONS)[role], steps=steps)
+        if sampler is not None:
+            o = replace(o, sampler=sampler)
         keys.append(key)
         opts[role] = o
         nfe[role] = steps * (1 if distilled else _evaluations_per_step(o))
     t0 = time.time()
     res = ev.cascade_with(tuple(keys), opts, tag, splits)
-    return {"stages": [f"{k}:{s}" for k, (_, s) in zip(keys, config)], "nfe": nfe, "seconds": round(time.time() - t0, 1), **res}
+    stages = [f"{k}:{s}" + (f":{m}" if m else "") for k, (_, s, m) in zip(keys, config)]
+    return {"stages": stages, "nfe": nfe, "seconds": round(time.time() - t0, 1), **res}
 
 
 def main() -> None:

@@ -233,7 +233,7 @@ def add_generate(sub) -> None:
     p.add_argument(
         "--fast",
         action="store_true",
-        help="use the guided-distilled students: base 8 steps, TSR 2, SSR 2 (one evaluation per step)",
+        help="use the guided-distilled students: base 2 steps, TSR 1, SSR 1 (one evaluation per step)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--negative", help="negative prompt (replaces the unconditional branch; teachers only)")
@@ -462,7 +462,7 @@ def add_story(sub) -> None:
     p = sub.add_parser("story", help="a sequence of prompts -> one long video through the demo cascade, streamed to the file")
     p.add_argument("story", help="a story file or text: one prompt per line (optional '| 4s'), keyframes, or a paragraph")
     p.add_argument("-o", "--output", default="story.mp4")
-    p.add_argument("--fast", action="store_true", help="use the 8-step distilled students")
+    p.add_argument("--fast", action="store_true", help="use the distilled students (base 2 steps, TSR 1, SSR 1)")
     p.add_argument("--seconds", type=float, default=4.0, help="default scene duration")
     p.add_argument("--context", type=int, default=4, help="finished frames each new window is conditioned on")
     p.add_argument(

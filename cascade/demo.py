@@ -1,7 +1,7 @@
 """The demo cascade: stage configurations and training recipes (trained on moving shapes).
 
 Base (16 frames, 32x32, 4 fps) -> TSR x2 (32 frames, 8 fps) -> SSR x2 (64x64), each conditioned on
-the embedded MiniLM text encoder; plus 8-step guided-distilled students. The trained files live in
+the embedded MiniLM text encoder; plus guided-distilled students (base 2 steps, TSR and SSR 1). The trained files live in
 ``models/imagen_video/`` of the pack (see the README for the commands that made them).
 """
 
@@ -32,15 +32,21 @@ DEMO_FILES = {
     "base": "demo_base_16f_32px.safetensors",
     "tsr": "demo_tsr_x2_32px.safetensors",
     "ssr": "demo_ssr_x2_64px.safetensors",
-    "base_distilled": "demo_base_16f_32px_distilled_8step.safetensors",
-    "tsr_distilled": "demo_tsr_x2_32px_distilled_2step.safetensors",
-    "ssr_distilled": "demo_ssr_x2_64px_distilled_2step.safetensors",
+    "base_distilled": "demo_base_16f_32px_distilled_2step.safetensors",
+    "tsr_distilled": "demo_tsr_x2_32px_distilled_1step.safetensors",
+    "ssr_distilled": "demo_ssr_x2_64px_distilled_1step.safetensors",
 }
 # demo files that a later file replaced (retired name -> its successor, which samples the retired file's step
-# counts too): saved workflows that name a retired file load its successor. The SSR's 4-step student (40.00 dB
-# on the 16 seed-99 probe clips at 4 steps) gave way to the 2-step student (42.09 / 42.83 dB at 4 steps with
-# distilled_stochastic / ddim, 42.96 at 2; docs/measurements.md, Students) when the 30 MB of shipped files had no room for both.
-RETIRED_FILES = {"demo_ssr_x2_64px_distilled_4step.safetensors": "demo_ssr_x2_64px_distilled_2step.safetensors"}
+# counts too): saved workflows that name a retired file load its successor. The SSR's 4-step student gave way
+# to a 2-step one when the 30 MB of shipped files had no room for both; on 2026-12-06 the 8-step base student
+# and the 2-step TSR and SSR students gave way to a 2-step base student and 1-step SR students, distilled one
+# halving round further (the fast path: 4 network evaluations per video; docs/measurements.md, Students).
+RETIRED_FILES = {
+    "demo_ssr_x2_64px_distilled_4step.safetensors": "demo_ssr_x2_64px_distilled_1step.safetensors",
+    "demo_ssr_x2_64px_distilled_2step.safetensors": "demo_ssr_x2_64px_distilled_1step.safetensors",
+    "demo_tsr_x2_32px_distilled_2step.safetensors": "demo_tsr_x2_32px_distilled_1step.safetensors",
+    "demo_base_16f_32px_distilled_8step.safetensors": "demo_base_16f_32px_distilled_2step.safetensors",
+}
 # the 8-step SR students of the earlier SR stages, still shipped so that saved workflows naming them load
 LEGACY_FILES = ("demo_tsr_x2_32px_distilled_8step.safetensors", "demo_ssr_x2_64px_distilled_8step.safetensors")
 # the demo Phenaki (a second base: tokenizer + transformer), 17 frames of 32x32 at 4 fps

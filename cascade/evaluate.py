@@ -691,13 +691,13 @@ class _Evaluator:
             "seen": adherence(t_seen, attrs, self.frame_step("base")),
             "held_out": adherence(t_held, held, self.frame_step("base")),
         }
-        students = {8: student}
+        students = dict.fromkeys(student.config.distillation.steps, student)  # every step count it supports
         extra = Path(self.cfg.extra_students) if self.cfg.extra_students else None
-        for n in (4, 2):
+        for n in (8, 4, 2, 1):
             p = extra / f"student_{n}step.safetensors" if extra else None
-            if p is not None and p.exists():
+            if n not in students and p is not None and p.exists():
                 students[n] = load_stage(p, device=self.cfg.device)
-        for n, st in students.items():
+        for n, st in sorted(students.items(), reverse=True):
             if n not in st.config.distillation.steps:
                 continue
             row: dict = {"steps": n, "nfe_per_video": n}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .data.shapes import HELD_OUT
 from .metrics import ATTRS
+from .run import FAST_OPTIONS
 
 __all__ = ["merge", "report"]
 
@@ -67,7 +68,9 @@ def report(r: dict) -> str:
         ("cascade", "Full cascade (base -> TSR -> SSR, 64x64, 32 frames) vs base alone"),
         (
             "cascade_fast",
-            "Fast cascade (the students: base 8 steps, TSR 2, SSR 2) vs the base student alone",
+            "Fast cascade (the students: base {base}, TSR {tsr}, SSR {ssr} steps) vs the base student alone".format(
+                **{role: o.steps for role, o in FAST_OPTIONS.items()}
+            ),
         ),
     ):
         if r.get(key):

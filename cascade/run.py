@@ -50,14 +50,14 @@ DEFAULT_OPTIONS = {
     "tsr": replace(_SR, motion_search=TSR_MOTION_SEARCH),
     "ssr": replace(_SR, refine_from=SSR_REFINE_FROM),
 }
-# how the demo's students sample (base 8 steps, TSR 2, SSR 2 with the DDIM sampler it was distilled for; their
-# figures against the teachers: docs/measurements.md, *Students*)
+# how the demo's students sample (base 2 steps, TSR 1, SSR 1: 4 network evaluations per video against the
+# default's 64; their figures against the teachers: docs/measurements.md, *Students*)
 STUDENT_OPTIONS = {
     "base": SamplingOptions(
-        steps=8, sampler="distilled_stochastic", guidance=GuidanceOptions(BASE_GUIDANCE, thresholding="dynamic")
+        steps=2, sampler="distilled_stochastic", guidance=GuidanceOptions(BASE_GUIDANCE, thresholding="dynamic")
     ),
-    "tsr": replace(_SR_FAST, steps=2, motion_search=TSR_MOTION_SEARCH),
-    "ssr": replace(_SR_FAST, steps=2, sampler="ddim"),
+    "tsr": replace(_SR_FAST, steps=1, motion_search=TSR_MOTION_SEARCH),
+    "ssr": replace(_SR_FAST, steps=1, sampler="ddim"),
 }
 # the fast path (`--fast`): the three students
 FAST_OPTIONS = dict(STUDENT_OPTIONS)

@@ -82,7 +82,12 @@ _WHAT = {
 def model_path(name: str, folder: str = FOLDER) -> str:
     successor = RETIRED_FILES.get(name) if folder == FOLDER else None
     if successor is not None and successor in (files := _files(folder)) and name not in files:
-        log.warning("%s was retired; loading %s, which replaced it (it samples the same step counts)", name, successor)
+        log.warning(
+            "%s was retired; loading %s, which replaced it: it samples the same step counts, but it was distilled "
+            "for fewer (the number in its name), where its videos are best (CHANGELOG)",
+            name,
+            successor,
+        )
         name = successor
     if IN_COMFYUI:
         path = folder_paths.get_full_path(folder, name)

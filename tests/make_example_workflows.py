@@ -21,9 +21,9 @@ from cascade.story import StoryOptions  # noqa: E402
 
 OUT = ROOT / "example_workflows"
 BASE, TSR, SSR = "demo_base_16f_32px.safetensors", "demo_tsr_x2_32px.safetensors", "demo_ssr_x2_64px.safetensors"
-BASE_D = "demo_base_16f_32px_distilled_8step.safetensors"
-TSR_D = "demo_tsr_x2_32px_distilled_2step.safetensors"
-SSR_D = "demo_ssr_x2_64px_distilled_2step.safetensors"
+BASE_D = "demo_base_16f_32px_distilled_2step.safetensors"
+TSR_D = "demo_tsr_x2_32px_distilled_1step.safetensors"
+SSR_D = "demo_ssr_x2_64px_distilled_1step.safetensors"
 PROMPT = "a red circle moving right quickly"
 CVIVIT, MASKGIT = "demo_cvivit_17f_32px.safetensors", "demo_maskgit_17f_32px.safetensors"
 
@@ -224,12 +224,18 @@ def distilled(schemas):
     g = Graph(schemas)
     txt = text_nodes(g)
     lb = g.add("ImagenVideoModelLoader", (0, 380), {"model_name": BASE_D})
-    base = g.add("ImagenVideoDistilledSampler", (380, 0), {"seed": 42}, {"model": (lb, 0), "positive": (txt, 0)}, size=(320, 480))
+    base = g.add(
+        "ImagenVideoDistilledSampler",
+        (380, 0),
+        {"seed": 42, "steps": 2},
+        {"model": (lb, 0), "positive": (txt, 0)},
+        size=(320, 480),
+    )
     lt = g.add("ImagenVideoModelLoader", (0, 540), {"model_name": TSR_D})
     tsr = g.add(
         "ImagenVideoDistilledSampler",
         (740, 0),
-        {"seed": 43, "guidance": 0.0, "steps": 2, "consistency": SR_CONSISTENCY, "motion_search": TSR_MOTION_SEARCH},
+        {"seed": 43, "guidance": 0.0, "steps": 1, "consistency": SR_CONSISTENCY, "motion_search": TSR_MOTION_SEARCH},
         {"model": (lt, 0), "positive": (txt, 0), "images": (base, 0), "fps": (base, 1)},
         size=(320, 480),
     )
@@ -237,16 +243,15 @@ def distilled(schemas):
     ssr = g.add(
         "ImagenVideoDistilledSampler",
         (1100, 0),
-        {"seed": 44, "guidance": 0.0, "steps": 2, "sampler_name": "ddim", "consistency": SR_CONSISTENCY},
+        {"seed": 44, "guidance": 0.0, "steps": 1, "sampler_name": "ddim", "consistency": SR_CONSISTENCY},
         {"model": (ls, 0), "positive": (txt, 0), "images": (tsr, 0)},
         size=(320, 480),
     )
     save_video(g, (ssr, 0), (tsr, 1), (1460, 0), "imagen_video/distilled")
     g.note(
         "The fast path (python -m cascade generate --fast): three guided-distilled students (one network evaluation per "
-        "step, guidance baked in): the base in 8 steps, the TSR in 2 and the SSR in 2 with DDIM (its first step is its "
-        "teacher's jump from pure noise, its second learned the teacher's seven refining steps; within 0.1 dB of the "
-        "teacher's 16 steps).",
+        "step, guidance baked in): the base in 2 steps, the TSR in 1 and the SSR in 1, four evaluations per video where "
+        "the default cascade takes 64; all four attributes right within 5 points of the default's.",
         (0, 860),
     )
     return g

@@ -338,24 +338,34 @@ def test_wrong_model_role_is_a_clear_error_and_the_next_prompt_runs(server):
     assert server.proc.poll() is None
 
 
-def test_a_saved_workflow_naming_the_retired_ssr_student_runs_with_its_successor(server):
-    """Workflows saved before the 4-step SSR student was retired name it with 4 steps and the distilled
-    sampler: ComfyUI's validation still accepts the name, and the 2-step student that replaced it runs."""
+def test_saved_workflows_naming_retired_students_run_with_their_successors(server):
+    """Workflows saved before a student was retired name it with its own step count (the fast workflow of
+    before: base 8 steps, TSR 2, SSR 2; and the SSR's 4-step student with the distilled sampler): ComfyUI's
+    validation still accepts each name, and the student that replaced it runs at those steps."""
     from cascade.demo import DEMO_FILES, RETIRED_FILES
 
-    ((old, new),) = RETIRED_FILES.items()
-    assert new == DEMO_FILES["ssr_distilled"]
+    assert set(RETIRED_FILES.values()) <= {DEMO_FILES[k] for k in ("base_distilled", "tsr_distilled", "ssr_distilled")}
     wf = json.loads((ROOT / "example_workflows" / "imagen_video_distilled_fast.json").read_text())
-    prompt = ui_to_api(wf, _schemas(server))
-    loader = next(k for k, n in prompt.items() if n["inputs"].get("model_name") == new)
-    prompt[loader]["inputs"]["model_name"] = old
-    ssr = next(n for n in prompt.values() if n["inputs"].get("model") == [loader, 0])
-    ssr["inputs"].update(steps=4, sampler_name="distilled_stochastic")
-    r = server.queue(prompt)
-    assert "prompt_id" in r and not r.get("node_errors"), r
-    entry = server.wait(r["prompt_id"])
-    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-3000:]
-    assert _video_of(server, entry) == EXPECTED["imagen_video_distilled_fast"]
+    schemas = _schemas(server)
+    by_successor: dict[str, list[str]] = {}
+    for old, new in RETIRED_FILES.items():
+        by_successor.setdefault(new, []).append(old)
+    runs = max(len(olds) for olds in by_successor.values())
+    for i in range(runs):  # each run names one retired file per stage (the last one again where a stage has fewer)
+        prompt = ui_to_api(wf, schemas)
+        for new, olds in by_successor.items():
+            old = olds[min(i, len(olds) - 1)]
+            loader = next(k for k, n in prompt.items() if n["inputs"].get("model_name") == new)
+            prompt[loader]["inputs"]["model_name"] = old
+            sampler = next(n for n in prompt.values() if n["inputs"].get("model") == [loader, 0])
+            sampler["inputs"]["steps"] = int(old.rsplit("_", 1)[1].removesuffix("step.safetensors"))
+            if old.endswith("_4step.safetensors"):
+                sampler["inputs"]["sampler_name"] = "distilled_stochastic"
+        r = server.queue(prompt)
+        assert "prompt_id" in r and not r.get("node_errors"), r
+        entry = server.wait(r["prompt_id"])
+        assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-3000:]
+        assert _video_of(server, entry) == EXPECTED["imagen_video_distilled_fast"]
 
 
 # the node cases of the bad-input catalogue (tests/test_bad_inputs.py), in the real server: each is

@@ -25,7 +25,7 @@ def demo():
             ("base", "demo_base_16f_32px.safetensors"),
             ("ssr", "demo_ssr_x2_64px.safetensors"),
             ("tsr", "demo_tsr_x2_32px.safetensors"),
-            ("student", "demo_base_16f_32px_distilled_8step.safetensors"),
+            ("student", "demo_base_16f_32px_distilled_2step.safetensors"),
         ]
     }
     enc = M["ImagenVideoTextEncoderLoader"]().load("all-MiniLM-L6-v2 (embedded)")[0]

@@ -320,8 +320,8 @@ def demo_dir(tmp_path_factory):
         st = guided_student_from(minilm_stage(role))
         from cascade.config import DistillationInfo
 
-        # the SSR student supports a second step count, like the shipped one (2 and 4)
-        steps = (STUDENT_OPTIONS[role].steps, 4) if role == "ssr" else (STUDENT_OPTIONS[role].steps,)
+        # the base and SSR students support a second step count, like the shipped ones (base 2, 4, 8; SSR 1, 2, 4)
+        steps = (STUDENT_OPTIONS[role].steps, {"base": 8, "ssr": 4}[role]) if role != "tsr" else (STUDENT_OPTIONS[role].steps,)
         Stage(st.config.replace(distillation=DistillationInfo(steps=steps, w_max=8.0)), st.net).save(
             d / DEMO_FILES[role + "_distilled"]
         )
@@ -341,26 +341,31 @@ def test_evaluate_writes_results_and_report(tmp_path, demo_dir):
     assert {"psnr_inserted", "blend_psnr_inserted", "repeat_psnr_inserted"} <= set(r["tsr"])
     base_opts = DEFAULT_OPTIONS["base"]  # the teacher at its defaults: a guided step costs two evaluations
     assert r["distilled"]["base teacher"]["nfe_per_video"] == base_opts.steps * (2 if base_opts.guidance.w else 1)
-    assert r["distilled"]["base student 8-step"]["nfe_per_video"] == 8
+    b, t, ss = (STUDENT_OPTIONS[role].steps for role in ("base", "tsr", "ssr"))  # the fast path's: 2, 1, 1
+    # a student that supports two step counts is measured at both, most steps first
+    assert [k for k in r["distilled"] if k.startswith("base student")] == ["base student 8-step", f"base student {b}-step"]
+    assert (
+        r["distilled"]["base student 8-step"]["nfe_per_video"] == 8
+        and r["distilled"][f"base student {b}-step"]["nfe_per_video"] == b
+    )
     # the students' teachers are the parts at their default settings (same clips and seeds)
     assert r["distilled"]["ssr teacher"]["psnr"] == r["ssr"]["psnr"]
     assert r["distilled"]["tsr teacher"]["psnr_inserted"] == r["tsr"]["psnr_inserted"]
-    assert [k for k in r["distilled"] if k.startswith("tsr student")] == ["tsr student 8-step", "tsr student 2-step"]
-    assert r["distilled"]["tsr student 2-step"]["nfe_per_video"] == 2
-    # a student that supports two step counts is measured at both
-    assert [k for k in r["distilled"] if k.startswith("ssr student")] == ["ssr student 4-step", "ssr student 2-step"]
+    assert [k for k in r["distilled"] if k.startswith("tsr student")] == ["tsr student 8-step", f"tsr student {t}-step"]
+    assert r["distilled"][f"tsr student {t}-step"]["nfe_per_video"] == t
+    assert [k for k in r["distilled"] if k.startswith("ssr student")] == ["ssr student 4-step", f"ssr student {ss}-step"]
     assert r["distilled"]["ssr student 4-step"]["nfe_per_video"] == 4
     # each student samples with the sampler its file says it was distilled for
     assert r["distilled"]["tsr student 8-step"]["sampler"] == "ddim"
-    assert r["distilled"]["tsr student 2-step"]["sampler"] == "distilled_stochastic"
+    assert r["distilled"][f"tsr student {t}-step"]["sampler"] == "distilled_stochastic"
     # beside each student, the undistilled teacher at the same step count (what a user has without it)
-    same = r["distilled"]["tsr student 2-step"]["teacher_same_steps"]
-    assert same["nfe_per_video"] == 2 and {"psnr_inserted", "paired_psnr_vs_teacher"} <= set(same)
+    same = r["distilled"][f"tsr student {t}-step"]["teacher_same_steps"]
+    assert same["nfe_per_video"] == t and {"psnr_inserted", "paired_psnr_vs_teacher"} <= set(same)
     default_w = r["base"][f"w={base_opts.guidance.w:g}"]
     assert r["distilled"]["base teacher"]["seen"] == {k: v for k, v in default_w["seen"].items() if k != "seconds"}
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "Base prompt adherence" in report and "SSR x2" in report and "Distilled students" in report
-    assert "| student (distilled stochastic) | 2 | 2 |" in report and "| teacher, DDIM | 2 | 2 |" in report
+    assert f"| student (distilled stochastic) | {t} | {t} |" in report and f"| teacher, DDIM | {t} | {t} |" in report
     assert "| student (ddim) | 8 | 8 |" in report
     # the base teacher's rows say CFG only when it is guided (two evaluations per step)
     label = "DDIM + CFG" if base_opts.guidance.w else "DDIM"
@@ -571,12 +576,12 @@ def test_fast_cascade_sweep_pairs_each_configuration_with_the_default(tmp_path, 
     script = str(Path(__file__).resolve().parent.parent / "benchmarks" / "fast_cascade_sweep.py")
     out = tmp_path / "sweep"
     args = ["--models", str(demo_dir), "--samples", "2", "--splits", "seen", "--out", str(out)]
-    configs = ["--config", "base_distilled:8,tsr_distilled:2,ssr_distilled:2", "--config", "base:32,tsr:16,ssr:16"]
+    configs = ["--config", "base_distilled:2,tsr_distilled:1,ssr_distilled:1", "--config", "base:32,tsr:16,ssr:16"]
     monkeypatch.setattr(sys, "argv", ["fast_cascade_sweep.py", *args, *configs])
     runpy.run_path(script, run_name="__main__")
     r = json.loads((out / "results.json").read_text())
     fast, same = r["rows"]
-    assert sum(fast["nfe"].values()) == 12 and fast["fewer_evaluations"] == round(64 / 12, 2)
+    assert sum(fast["nfe"].values()) == 4 and fast["fewer_evaluations"] == 16
     assert same["seen"]["cascade"] == r["reference"]["seen"]["cascade"] and same["within"] and same["fewer_evaluations"] == 1
     assert "Fewest evaluations within 5 points" in (out / "results.md").read_text()
     # a configuration that is not three FILE:STEPS entries is refused before any work
@@ -586,6 +591,15 @@ def test_fast_cascade_sweep_pairs_each_configuration_with_the_default(tmp_path, 
     monkeypatch.setattr(sys, "argv", ["fast_cascade_sweep.py", *args[:-4], "--splits", "unseen", *configs])
     with pytest.raises(SystemExit, match="--splits takes seen"):
         runpy.run_path(script, run_name="__main__")
+    # FILE:STEPS:SAMPLER overrides one stage's sampler; a name that is no sampler is refused
+    parse = runpy.run_path(script)["parse_config"]
+    assert parse("base_distilled:2:ddim,tsr:16,x.safetensors:1") == [
+        ("base_distilled", 2, "ddim"),
+        ("tsr", 16, None),
+        ("x.safetensors", 1, None),
+    ]
+    with pytest.raises(SystemExit, match="FILE:STEPS:SAMPLER"):
+        parse("base_distilled:2:dpm,tsr:16,ssr:16")
 
 
 def test_repeated_sr_edges_and_grain_tell_grain_from_blur():
@@ -613,20 +627,21 @@ def test_repeated_sr_edges_and_grain_tell_grain_from_blur():
 
 
 def test_the_fast_path_runs_the_three_students_each_on_its_own_grid_and_sampler(demo_dir):
-    from cascade.demo import DEMO_DIR, SSR_REFINE_FROM
+    from cascade.demo import DEMO_DIR
     from cascade.run import load_demo_cascade
 
     c = load_demo_cascade(demo_dir, fast=True)
     assert all(s.config.is_distilled for s in (c.base, c.tsr, c.ssr))
     assert FAST_FILES == {"base": "base_distilled", "tsr": "tsr_distilled", "ssr": "ssr_distilled"}
     assert FAST_OPTIONS == STUDENT_OPTIONS
-    # the shipped SSR student: 2 steps of its teacher's refine grid (the first step kept), DDIM, as its file records
+    # the shipped SSR student: one step from pure noise (its 2-step teacher's refine grid collapses to it), projected
+    # onto its input; it also samples the step counts of the students it retired (2 and 4)
     shipped = load_stage(DEMO_DIR / DEMO_FILES["ssr_distilled"], role="ssr")
     d = shipped.config.distillation
-    assert (d.steps, d.refine_from, d.sampler, d.consistency) == ((2, 4), pytest.approx(SSR_REFINE_FROM), "ddim", True)
+    assert (d.steps, d.refine_from, d.consistency) == ((1, 2, 4), 1.0, True)
     ssr = c.options["ssr"]
-    assert (ssr.steps, ssr.refine_from, ssr.sampler.name, ssr.consistency) == (2, 1.0, d.sampler, True)
-    assert torch.allclose(ssr.grid(shipped), shipped.config.schedule.sigmas(2, refine_from=SSR_REFINE_FROM))
+    assert (ssr.steps, ssr.refine_from, ssr.consistency) == (1, 1.0, True)
+    assert torch.allclose(ssr.grid(shipped), shipped.config.schedule.sigmas(1))
     # the base and TSR students keep their uniform grids and the distilled sampler
     assert all(
         STUDENT_OPTIONS[r].refine_from == 1.0 and STUDENT_OPTIONS[r].sampler.name == "distilled_stochastic"
