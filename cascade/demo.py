@@ -40,7 +40,8 @@ DEMO_FILES = {
 # counts too): saved workflows that name a retired file load its successor. The SSR's 4-step student gave way
 # to a 2-step one when the 30 MB of shipped files had no room for both; on 2026-12-06 the 8-step base student
 # and the 2-step TSR and SSR students gave way to a 2-step base student and 1-step SR students, distilled one
-# halving round further (the fast path: 4 network evaluations per video; docs/measurements.md, Students).
+# halving round further (the fast path: 4 network evaluations per video). At the retired files' step counts the
+# successors run, but draw worse videos than the files they replace (docs/measurements.md, Students; CHANGELOG).
 RETIRED_FILES = {
     "demo_ssr_x2_64px_distilled_4step.safetensors": "demo_ssr_x2_64px_distilled_1step.safetensors",
     "demo_ssr_x2_64px_distilled_2step.safetensors": "demo_ssr_x2_64px_distilled_1step.safetensors",
