@@ -16,7 +16,8 @@ then tested on
 * each held-out synonym alone, inside the training templates (every other slot canonical),
 * the held-out templates with training words only.
 
-Writes benchmarks/results/encoder_probe.{json,md}.
+Writes benchmarks/results/encoder_probe.{json,md}. ``--encoder FOLDER`` probes another frozen encoder (a
+Hugging Face model folder, e.g. all-mpnet-base-v2) instead of the shipped MiniLM; ``--name`` names its files.
 
 ``--richer-phrasebook`` asks whether more training synonyms would lift that ceiling: every attribute value
 gets five to seven more training words (:data:`RICHER`, none sharing a stem with a held-out word; the
@@ -136,11 +137,18 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512, help="prompts per phrasing split (the evaluation uses 64)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--richer-phrasebook", action="store_true", help="train the probes with RICHER's extra synonyms too")
+    ap.add_argument(
+        "--encoder",
+        default="default",
+        help="the frozen encoder to probe: 'default' (MiniLM) or a Hugging Face model folder (see load_text_encoder)",
+    )
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default=None, help="output file stem (default encoder_probe[_richer])")
     a = ap.parse_args()
     if a.richer_phrasebook:
         enrich_phrasebook()
-    torch.set_num_threads(2)
-    enc = load_text_encoder("default")
+    torch.set_num_threads(a.threads)
+    enc = load_text_encoder(a.encoder)
 
     rng = np.random.default_rng(0)
     train_attrs = [x for x in all_attributes("train") for _ in range(a.per_combo)]
@@ -203,7 +211,7 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     result["richer_phrasebook"] = a.richer_phrasebook
-    name = "encoder_probe_richer" if a.richer_phrasebook else "encoder_probe"
+    name = a.name or ("encoder_probe_richer" if a.richer_phrasebook else "encoder_probe")
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
     (out / f"{name}.md").write_text(report(result))
     print(report(result))
