@@ -321,7 +321,7 @@ def demo_dir(tmp_path_factory):
         from cascade.config import DistillationInfo
 
         # the base and SSR students support a second step count, like the shipped ones (base 2, 4, 8; SSR 1, 2, 4)
-        steps = (STUDENT_OPTIONS[role].steps, {"base": 8, "ssr": 4}[role]) if role != "tsr" else (STUDENT_OPTIONS[role].steps,)
+        steps = (STUDENT_OPTIONS[role].steps, *{"base": (8,), "ssr": (4,)}.get(role, ()))
         Stage(st.config.replace(distillation=DistillationInfo(steps=steps, w_max=8.0)), st.net).save(
             d / DEMO_FILES[role + "_distilled"]
         )
