@@ -248,7 +248,11 @@ def test_pack_loads_with_all_nodes_and_web_extension(server):
     for node_id in load_pack().NODE_CLASS_MAPPINGS:
         assert node_id in info, f"{node_id} missing: {server.log_path.read_text()[-2000:]}"
         assert info[node_id]["python_module"].startswith("custom_nodes.")
-    assert "IMPORT FAILED" not in server.log_path.read_text()
+    # ComfyUI lists each custom-node folder under "Import times for custom nodes", failed ones marked
+    # "(IMPORT FAILED)"; only the pack's own line is asserted (ComfyUI's own comfy_extras report their
+    # failures, e.g. audio nodes without torchaudio, in the same log, and those are not the pack's)
+    pack_lines = [ln for ln in server.log_path.read_text().splitlines() if ln.rstrip().endswith("ComfyUI-ImagenVideo")]
+    assert pack_lines and not any("IMPORT FAILED" in ln for ln in pack_lines), pack_lines
     assert any("imagen_video.js" in e for e in server.get("/extensions"))
     assert "demo_base_16f_32px.safetensors" in info["ImagenVideoModelLoader"]["input"]["required"]["model_name"][0]
     templates = server.get("/workflow_templates")
