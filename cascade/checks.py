@@ -6,11 +6,14 @@ library, the CLI and the nodes alike.
   writable folder with room for it; checked before sampling, so a bad ``-o`` costs nothing;
 * :func:`estimate_sampling_bytes` / :func:`check_memory` - the memory a sampling call needs against
   what the device has, refused with the option to lower named;
-* :func:`check_stage_text` - every stage of a cascade against the text encoder, before the first runs.
+* :func:`check_stage_text` - every stage of a cascade against the text encoder, before the first runs;
+* :func:`check_device` / :func:`resolve_precision` - a device this machine has, and the weight precision a
+  ``--precision`` / node choice means on it (``auto``: bf16, or fp16, on a GPU; fp32 on the CPU).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -18,17 +21,57 @@ from pathlib import Path
 import torch
 
 __all__ = [
+    "PRECISIONS",
     "VIDEO_SUFFIXES_WRITABLE",
     "available_bytes",
     "check_count",
+    "check_device",
     "check_memory",
     "check_output_path",
     "check_stage_text",
     "estimate_sampling_bytes",
+    "resolve_precision",
 ]
 
 VIDEO_SUFFIXES_WRITABLE = (".mp4", ".webm", ".mkv", ".gif")
 GIB = 1024**3
+log = logging.getLogger(__name__)
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` this machine has (a GPU index it has, a backend this
+    PyTorch build was compiled with), or a clear error before anything loads."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"Unknown device {device!r}; use cpu, cuda, cuda:1 or mps.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"Device {device!r}: this PyTorch has no CUDA GPU to use; use cpu (or a CUDA build of PyTorch).")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"Device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0 ...")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"Device {device!r}: MPS is not available here; use cpu.")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"Unsupported device {device!r}; use cpu, cuda, cuda:1 or mps.")
+    return dev
+
+
+def resolve_precision(choice: str, device: str | torch.device) -> torch.dtype:
+    """The weight dtype ``choice`` (``auto``, ``fp32``, ``fp16``, ``bf16``) means on ``device``: ``auto`` is
+    bf16 (fp16 where the GPU lacks bf16) on a CUDA GPU and fp32 elsewhere, so a CPU run keeps the videos of
+    before. On the CPU bf16 is faster where it has AVX-512-BF16 / AMX and slower elsewhere, and fp16 is slow
+    everywhere (``benchmarks/generate_precision.py``)."""
+    if choice == "auto":
+        if torch.device(device).type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if choice not in PRECISIONS:
+        raise ValueError(f"Unknown precision {choice!r}; choose auto, {', '.join(PRECISIONS)}.")
+    if choice == "fp16" and torch.device(device).type == "cpu":  # what was asked is kept; the cost is said
+        log.warning("fp16 on the CPU is slow (50x fp32's time for the fast path on a 2-core CPU); bf16 or fp32 are faster.")
+    return PRECISIONS[choice]
 
 
 def check_count(name: str, value, minimum: int = 1, maximum: int | None = None, hint: str = "") -> int:

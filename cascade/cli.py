@@ -196,7 +196,8 @@ def cmd_generate(a: argparse.Namespace) -> int:
         raise ValueError("The prompt is empty: write what the video should show, e.g. 'a red circle moving right'.")
     if a.base == "phenaki" and a.fast:
         raise ValueError("--fast picks the distilled diffusion students; the Phenaki base has no students (use --steps).")
-    cascade = load_demo_cascade(a.models, fast=a.fast, base=a.base, phenaki_dir=a.phenaki_dir)
+    device, dtype = _device_and_dtype(a)
+    cascade = load_demo_cascade(a.models, fast=a.fast, base=a.base, phenaki_dir=a.phenaki_dir, device=device, dtype=dtype)
     if a.base_only:
         cascade.tsr = cascade.ssr = None
     _sr_consistency(cascade, a)
@@ -244,6 +245,7 @@ def add_generate(sub) -> None:
     _add_base_args(p)
     p.add_argument("--base-only", action="store_true", help="write the base's video only (no TSR / SSR)")
     _add_sr_consistency(p)
+    _add_device_args(p)
     p.set_defaults(fn=cmd_generate)
 
 
@@ -265,6 +267,26 @@ def _sr_consistency(cascade, a: argparse.Namespace) -> None:
     if a.sr_consistency is not None:
         for role in ("tsr", "ssr"):
             cascade.options[role] = dataclasses.replace(cascade.options[role], consistency=_on_off(a.sr_consistency))
+
+
+def _add_device_args(p: argparse.ArgumentParser, precision: str = "auto", default_help: str = "") -> None:
+    p.add_argument("--device", default="cpu", help="where the models run: cpu (default), cuda, cuda:1 or mps")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        default=precision,
+        help="weight precision of the diffusion stages: "
+        + (default_help or "auto (default) is bf16 (fp16) on a GPU and fp32 on the CPU")
+        + "; on the CPU, bf16 is faster where it has AVX-512-BF16 / AMX and slower elsewhere, and fp16 is slow",
+    )
+
+
+def _device_and_dtype(a: argparse.Namespace):
+    """``--device`` checked against this machine and the dtype ``--precision`` means there, before any model loads."""
+    from .checks import check_device, resolve_precision
+
+    device = check_device(a.device)
+    return device, resolve_precision(a.precision, device)
 
 
 def _add_base_args(p: argparse.ArgumentParser) -> None:
@@ -319,6 +341,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         sr_consistency=_on_off(a.sr_consistency),
         phenaki=a.phenaki_dir,
         device=a.device,
+        precision=a.precision,
     )
     evaluate(cfg)
     print((Path(a.out) / "report.md").read_text())
@@ -357,7 +380,7 @@ def add_evaluate(sub) -> None:
     p.add_argument(
         "--phenaki-dir", help="part phenaki: the Phenaki tokenizer and transformer folder (default: the pack's models/phenaki)"
     )
-    p.add_argument("--device", default="cpu", help="where the models run: cpu (default), cuda, cuda:1, mps ...")
+    _add_device_args(p, "fp32", "fp32 (default: the precision of the README's figures)")
     p.set_defaults(fn=cmd_evaluate)
 
 
@@ -387,18 +410,19 @@ def cmd_story(a: argparse.Namespace) -> int:
     opts = StoryOptions(  # checked before any model loads
         context=a.context, transition=a.transition, transition_frames=a.transition_frames, change_context=change
     )
+    device, dtype = _device_and_dtype(a)
     if a.base == "phenaki":
         if a.fast:
             raise ValueError("--fast picks the distilled diffusion students; the Phenaki base has no students.")
         from .phenaki import PhenakiOptions, story_frames
 
-        cascade = load_demo_cascade(a.models, base="phenaki", phenaki_dir=a.phenaki_dir)
+        cascade = load_demo_cascade(a.models, base="phenaki", phenaki_dir=a.phenaki_dir, device=device, dtype=dtype)
         scenes = parse_story(text, fps=cascade.base_fps, default_seconds=a.seconds)
         phenaki_opts = PhenakiOptions(context=a.phenaki_context, seed=stage_seed(a.seed, "base"))
     else:
         base_file = Path(a.models or DEMO_DIR) / DEMO_FILES["base_distilled" if a.fast else "base"]
         scenes = parse_story(text, fps=read_stage_config(base_file).fps, default_seconds=a.seconds)  # before any model loads
-        cascade = load_demo_cascade(a.models, fast=a.fast)
+        cascade = load_demo_cascade(a.models, fast=a.fast, device=device, dtype=dtype)
     _sr_consistency(cascade, a)
     base_fps = cascade.base_fps
     out_fps = base_fps if a.base_only else output_fps(cascade.tsr.config, base_fps)
@@ -485,6 +509,7 @@ def add_story(sub) -> None:
         default=5,  # PhenakiOptions.context and the story node's context_frames (tested)
         help="Phenaki base: frames each new clip re-encodes and continues (1 + n * 2; default 5, as the story node)",
     )
+    _add_device_args(p)
     p.set_defaults(fn=cmd_story)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import check_device, resolve_precision
 from .conditioning import resize_video
 from .data.captions import phrase
 from .data.detector import detect
@@ -104,6 +105,9 @@ class EvalConfig:
     sr_consistency: bool | None = None
     phenaki: str | None = None  # folder with the Phenaki tokenizer + transformer (part "phenaki"; default: the pack's)
     device: str = "cpu"  # where the models run ("cuda" on a GPU); clips and metrics stay on the CPU
+    # the diffusion stages' weight precision (auto, fp32, fp16, bf16; checks.resolve_precision): fp32 by default,
+    # the precision every figure of the README was measured in
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.parts if p not in PARTS]
@@ -114,6 +118,8 @@ class EvalConfig:
             raise ValueError(f"Unknown SR clip set(s) {bad or '(none given)'}; choose from {', '.join(SR_CLIP_SETS)}.")
         if self.sr_aug is not None and not 0.0 <= self.sr_aug <= 1.0:
             raise ValueError(f"sr_aug is a noise-augmentation level in [0, 1]; received {self.sr_aug}.")
+        check_device(self.device)
+        resolve_precision(self.precision, self.device)  # an unknown name is refused here, before any model loads
 
 
 # Ground-truth clips for the SR parts. seen: the training distribution; fast: twice the fastest
@@ -218,6 +224,7 @@ class _Evaluator:
         self.out.mkdir(parents=True, exist_ok=True)
         self.files = dict(DEMO_FILES)  # plus the SR students found next to them (distilled part)
         self.stages: dict[str, Stage] = {}
+        self.dtype = resolve_precision(cfg.precision, cfg.device)
         self.encoder = None
         self.results: dict = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
         self.nfe: dict = {}
@@ -230,7 +237,7 @@ class _Evaluator:
             if not path.exists():
                 log.warning("missing %s: skipping what needs it", path)
                 return None
-            self.stages[key] = load_stage(path, device=self.cfg.device)
+            self.stages[key] = load_stage(path, device=self.cfg.device, dtype=self.dtype)
         return self.stages[key]
 
     def frame_step(self, key: str) -> int:
@@ -370,9 +377,10 @@ class _Evaluator:
 
         path = self.root / self.files[key]
         st = path.stat()
-        ident = repr(
-            (str(path.resolve()), st.st_size, st.st_mtime_ns, options, split, self.cfg.samples, self.cfg.seed, self.cfg.batch)
-        )
+        ident = (str(path.resolve()), st.st_size, st.st_mtime_ns, options, split, self.cfg.samples, self.cfg.seed, self.cfg.batch)
+        if self.dtype != torch.float32:  # fp32 keeps the cache names of before
+            ident = (*ident, str(self.dtype))
+        ident = repr(ident)
         folder = Path(self.cfg.cache)
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{key}_{split}_{hashlib.sha256(ident.encode()).hexdigest()[:16]}.safetensors"
@@ -696,7 +704,7 @@ class _Evaluator:
         for n in (8, 4, 2, 1):
             p = extra / f"student_{n}step.safetensors" if extra else None
             if n not in students and p is not None and p.exists():
-                students[n] = load_stage(p, device=self.cfg.device)
+                students[n] = load_stage(p, device=self.cfg.device, dtype=self.dtype)
         for n, st in sorted(students.items(), reverse=True):
             if n not in st.config.distillation.steps:
                 continue

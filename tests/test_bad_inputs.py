@@ -359,6 +359,14 @@ CLI = [
         lambda d: ["convert", str(d / "pickled.pt"), str(d / "o.safetensors"), "--config", str(d / "empty.json")],
         "lacks role, unet",
     ),
+    ("generate --device gpu0", lambda d: ["generate", "a", "--device", "gpu0", "-o", str(d / "a.mp4")], "Unknown device"),
+    ("story --device tpu", lambda d: ["story", "a red circle", "--device", "tpu", "-o", str(d / "s.mp4")], "Unknown device"),
+    ("evaluate --device gpu0", lambda d: ["evaluate", "--device", "gpu0", "--out", str(d / "ev")], "Unknown device"),
+    *(
+        []  # a machine with a GPU has cuda; the refusal of a missing one is checked where there is none
+        if torch.cuda.is_available()
+        else [("generate --device cuda", lambda d: ["generate", "a", "--device", "cuda", "-o", str(d / "a.mp4")], "no CUDA GPU")]
+    ),
     ("info on a folder", lambda d: ["info", str(d / "folder.safetensors")], "is a folder"),
     ("info missing", lambda d: ["info", str(d / "none.safetensors")], "not found"),
 ]

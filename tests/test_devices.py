@@ -104,3 +104,32 @@ def test_every_sampling_path_stays_on_the_stage_device_and_dtype(device, dtype):
     assert [b for w in watches for b in w.bad] == []
     for out in outputs:
         assert out.device.type == torch.device(device).type and out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_precision_names_mean_the_same_dtype_in_the_cli_the_evaluation_and_the_loader_node(caplog):
+    from cascade.checks import check_device, resolve_precision
+
+    assert resolve_precision("auto", "cpu") == torch.float32  # a CPU run keeps the videos of before
+    with caplog.at_level("WARNING"):
+        assert [resolve_precision(p, "cpu") for p in ("fp32", "bf16")] == [torch.float32, torch.bfloat16]
+        assert not caplog.records
+        assert resolve_precision("fp16", "cpu") == torch.float16  # kept as asked, with its cost said
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == ["fp16 on the CPU is slow"]
+    with pytest.raises(ValueError, match="Unknown precision 'half'; choose auto, fp32, fp16, bf16"):
+        resolve_precision("half", "cpu")
+    assert check_device("cpu") == torch.device("cpu")
+    for bad in ("gpu", "cuda:x", ""):
+        with pytest.raises(ValueError, match="Unknown device"):
+            check_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            check_device("cuda")
+
+
+@pytest.mark.gpu
+def test_auto_precision_on_a_gpu_is_bf16_or_fp16_and_a_missing_gpu_index_is_refused():
+    from cascade.checks import check_device, resolve_precision
+
+    assert resolve_precision("auto", "cuda") in (torch.bfloat16, torch.float16)
+    with pytest.raises(ValueError, match="CUDA GPU"):
+        check_device(f"cuda:{torch.cuda.device_count()}")

@@ -476,11 +476,49 @@ def test_base_videos_shared_through_the_cache(tmp_path, demo_dir, monkeypatch):
     monkeypatch.setattr(_Evaluator, "base_videos", fail)
     again, _, _ = _Evaluator(replace(cfg, out=str(tmp_path / "b"))).split_videos("base", opts, "seen")
     assert torch.equal(first, again)
-    for other in (replace(cfg, samples=3), replace(cfg, seed=1)):
+    for other in (replace(cfg, samples=3), replace(cfg, seed=1), replace(cfg, precision="bf16")):
         with pytest.raises(AssertionError, match="sampled again"):
             _Evaluator(other).split_videos("base", opts, "seen")
     with pytest.raises(AssertionError, match="sampled again"):
         _Evaluator(cfg).split_videos("base", replace(opts, steps=3), "seen")
+
+
+def test_evaluate_loads_the_stages_in_the_precision_asked_and_refuses_a_bad_one_first(tmp_path, demo_dir):
+    from cascade.evaluate import _Evaluator
+
+    kw = dict(models=str(demo_dir), out=str(tmp_path / "e"), samples=2, batch=2)
+    assert _Evaluator(EvalConfig(**kw)).stage("base").dtype == torch.float32  # the default: fp32, as every figure
+    assert _Evaluator(EvalConfig(**kw, precision="bf16")).stage("ssr").dtype == torch.bfloat16
+    assert _Evaluator(EvalConfig(**kw, precision="auto")).stage("tsr").dtype == torch.float32  # auto on the CPU
+    with pytest.raises(ValueError, match="Unknown precision 'fp8'"):
+        EvalConfig(**kw, precision="fp8")
+    with pytest.raises(ValueError, match="Unknown device 'gpu0'"):
+        EvalConfig(**kw, device="gpu0")
+
+
+def test_generate_and_story_load_the_stages_in_the_precision_asked(tmp_path, demo_dir, monkeypatch):
+    import cascade.run as run
+    from cascade.cli import main
+    from cascade.video_io import read_video
+
+    seen = []
+    real = run.load_stage
+
+    def spy(*args, **kwargs):
+        stage = real(*args, **kwargs)
+        seen.append((stage.device.type, stage.dtype))
+        return stage
+
+    monkeypatch.setattr(run, "load_stage", spy)
+    common = ["--models", str(demo_dir), "--fast"]
+    assert main(["generate", "a red circle", "-o", str(tmp_path / "g.mp4"), *common, "--precision", "bf16"]) == 0
+    assert seen == [("cpu", torch.bfloat16)] * 3
+    seen.clear()
+    assert main(["story", "a red circle | 1s", "-o", str(tmp_path / "s.mp4"), *common, "--device", "cpu"]) == 0
+    assert seen == [("cpu", torch.float32)] * 3  # --precision auto: fp32 on the CPU, the videos of before
+    for name in ("g.mp4", "s.mp4"):
+        frames, _ = read_video(tmp_path / name)
+        assert frames.shape[0] > 0 and frames.std() > 0
 
 
 def test_generate_command_writes_a_playable_video(tmp_path, demo_dir):
