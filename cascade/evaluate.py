@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import check_device, resolve_precision
+from .checks import PRECISIONS, check_device, resolve_precision
 from .conditioning import resize_video
 from .data.captions import phrase
 from .data.detector import detect
@@ -119,7 +119,8 @@ class EvalConfig:
         if self.sr_aug is not None and not 0.0 <= self.sr_aug <= 1.0:
             raise ValueError(f"sr_aug is a noise-augmentation level in [0, 1]; received {self.sr_aug}.")
         check_device(self.device)
-        resolve_precision(self.precision, self.device)  # an unknown name is refused here, before any model loads
+        if self.precision != "auto" and self.precision not in PRECISIONS:  # refused here, before any model loads
+            raise ValueError(f"Unknown precision {self.precision!r}; choose auto, {', '.join(PRECISIONS)}.")
 
 
 # Ground-truth clips for the SR parts. seen: the training distribution; fast: twice the fastest
