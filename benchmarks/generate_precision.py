@@ -51,6 +51,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precisions", help="comma list, fp32 first (default: fp32,bf16 on the CPU, fp32,bf16,fp16 on a GPU)")
     ap.add_argument("--paths", default="default,fast", help="comma list of: default, fast")
+    ap.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="also time each precision with the stages' 2-D convolution weights in channels-last memory format "
+        "(a measurement only: the pack does not do this yet)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "generate_precision"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -65,12 +71,19 @@ def main() -> None:
     for path in paths:
         fast = path == "fast"
         cascades = {n: load_demo_cascade(fast=fast, device=device, dtype=PRECISIONS[n]) for n in names}
+        if a.channels_last:
+            for n in names:
+                c = cascades[f"{n}+channels-last"] = load_demo_cascade(fast=fast, device=device, dtype=PRECISIONS[n])
+                for stage in (c.base, c.tsr, c.ssr):
+                    for m in stage.net.modules():
+                        if isinstance(m, torch.nn.Conv2d):
+                            m.to(memory_format=torch.channels_last)
         for c in cascades.values():
             c(PROMPT, seed=100)  # warm-up: first-call allocations and kernel choices
-        times: dict[str, list[float]] = {n: [] for n in names}
-        videos: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+        times: dict[str, list[float]] = {n: [] for n in cascades}
+        videos: dict[str, list[torch.Tensor]] = {n: [] for n in cascades}
         for r in range(a.rounds):
-            for n in names:
+            for n in cascades:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
@@ -80,7 +93,7 @@ def main() -> None:
                 times[n].append(time.perf_counter() - t0)
                 videos[n].append(frames.float())
         ref = statistics.median(times["fp32"])
-        for n in names:
+        for n in cascades:
             diff = torch.cat([(v - w).abs().flatten() for v, w in zip(videos[n], videos["fp32"], strict=True)])
             mse = float((diff**2).mean())
             rows.append(
