@@ -28,6 +28,7 @@ __all__ = [
     "check_device",
     "check_memory",
     "check_output_path",
+    "check_precision",
     "check_stage_text",
     "estimate_sampling_bytes",
     "resolve_precision",
@@ -58,17 +59,22 @@ def check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def check_precision(choice: str) -> str:
+    """``choice`` if it names a precision (``auto`` or a key of :data:`PRECISIONS`), else a clear error."""
+    if choice != "auto" and choice not in PRECISIONS:
+        raise ValueError(f"Unknown precision {choice!r}; choose auto, {', '.join(PRECISIONS)}.")
+    return choice
+
+
 def resolve_precision(choice: str, device: str | torch.device) -> torch.dtype:
     """The weight dtype ``choice`` (``auto``, ``fp32``, ``fp16``, ``bf16``) means on ``device``: ``auto`` is
     bf16 (fp16 where the GPU lacks bf16) on a CUDA GPU and fp32 elsewhere, so a CPU run keeps the videos of
     before. On the CPU bf16 is faster where it has AVX-512-BF16 / AMX and slower elsewhere, and fp16 is slow
     everywhere (``benchmarks/generate_precision.py``)."""
-    if choice == "auto":
+    if check_precision(choice) == "auto":
         if torch.device(device).type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-    if choice not in PRECISIONS:
-        raise ValueError(f"Unknown precision {choice!r}; choose auto, {', '.join(PRECISIONS)}.")
     if choice == "fp16" and torch.device(device).type == "cpu":  # what was asked is kept; the cost is said
         log.warning("fp16 on the CPU is slow (50x fp32's time for the fast path on a 2-core CPU); bf16 or fp32 are faster.")
     return PRECISIONS[choice]

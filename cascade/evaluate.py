@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import PRECISIONS, check_device, resolve_precision
+from .checks import check_device, check_precision, resolve_precision
 from .conditioning import resize_video
 from .data.captions import phrase
 from .data.detector import detect
@@ -119,8 +119,7 @@ class EvalConfig:
         if self.sr_aug is not None and not 0.0 <= self.sr_aug <= 1.0:
             raise ValueError(f"sr_aug is a noise-augmentation level in [0, 1]; received {self.sr_aug}.")
         check_device(self.device)
-        if self.precision != "auto" and self.precision not in PRECISIONS:  # refused here, before any model loads
-            raise ValueError(f"Unknown precision {self.precision!r}; choose auto, {', '.join(PRECISIONS)}.")
+        check_precision(self.precision)
 
 
 # Ground-truth clips for the SR parts. seen: the training distribution; fast: twice the fastest
@@ -378,10 +377,11 @@ class _Evaluator:
 
         path = self.root / self.files[key]
         st = path.stat()
-        ident = (str(path.resolve()), st.st_size, st.st_mtime_ns, options, split, self.cfg.samples, self.cfg.seed, self.cfg.batch)
-        if self.dtype != torch.float32:  # fp32 keeps the cache names of before
-            ident = (*ident, str(self.dtype))
-        ident = repr(ident)
+        precision = () if self.dtype == torch.float32 else (str(self.dtype),)  # fp32 keeps the cache names of before
+        ident = repr(
+            (str(path.resolve()), st.st_size, st.st_mtime_ns, options, split, self.cfg.samples, self.cfg.seed, self.cfg.batch)
+            + precision
+        )
         folder = Path(self.cfg.cache)
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{key}_{split}_{hashlib.sha256(ident.encode()).hexdigest()[:16]}.safetensors"
